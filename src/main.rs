@@ -1,0 +1,24 @@
+//! The `hookpipe` binary: one subcommand per job, each defined in [`hookpipe::cli`].
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Streams Amplitude-format events, users and cohorts from Kafka into webhooks.
+#[derive(Parser)]
+#[command(name = "hookpipe", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render a FreeMarker template on a JSON input, as a destination would.
+    Render(hookpipe::cli::render::Args),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Render(args) => hookpipe::cli::render::main(args),
+    }
+}
