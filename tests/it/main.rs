@@ -1,0 +1,1 @@
+//! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
