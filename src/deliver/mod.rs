@@ -2,7 +2,21 @@
 //! the tries within one attempt. It knows nothing of Kafka: it takes a rendered body and returns
 //! the outcome of an attempt.
 //!
-//! CONTRACT (being written; these signatures are what the pipeline uses).
+//! Split by role: [`client`] (the pooled transport and one try), [`request`] (the header block and
+//! the request of one try), [`signing`] (Standard Webhooks and `X-Amplitude-Signature`),
+//! [`policy`] (the pure retry decision) and [`attempt`] (the tries of one attempt on tokio's clock).
+
+pub mod attempt;
+pub mod client;
+pub mod policy;
+pub mod request;
+pub mod signing;
+#[cfg(test)]
+mod tests;
+
+pub use attempt::AttemptPolicy;
+pub use client::{BuildError, Client, ClientOptions};
+pub use policy::{classify, Decision, TransportError};
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -32,8 +46,9 @@ impl Kind {
     }
 }
 
-/// A destination's endpoint, built from the validated config.
-#[derive(Debug, Clone)]
+/// A destination's endpoint, built from the validated config. Its `Debug` output redacts header
+/// values and secrets.
+#[derive(Clone)]
 pub struct Endpoint {
     /// Destination name (for errors and metrics, never secrets).
     pub name: String,
@@ -47,6 +62,20 @@ pub struct Endpoint {
     pub request_timeout: Duration,
     /// Standard Webhooks secrets (`whsec_...`), newest first; empty: no signing.
     pub signing_secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("header_names", &header_names)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("signing_secrets", &self.signing_secrets.len())
+            .finish()
+    }
 }
 
 /// One delivery: the same id across every try, attempt and restart.
@@ -86,21 +115,16 @@ pub enum Outcome {
     },
 }
 
-/// A destination's HTTP client: pooled keep-alive connections (HTTP/1.1 and HTTP/2, rustls with
-/// the webpki roots), no redirects followed, response bodies drained with a size cap.
-/// Cloning is shallow.
-#[derive(Debug, Clone)]
-pub struct Client {}
-
-impl Client {
-    /// Builds the client for an endpoint; fails on an unusable URL or header.
-    pub fn new(_endpoint: Endpoint) -> Result<Client, Box<dyn std::error::Error + Send + Sync>> {
-        unimplemented!("delivery under construction")
+impl Outcome {
+    /// Every try of the attempt, in order.
+    pub fn tries(&self) -> &[Try] {
+        match self {
+            Outcome::Delivered { tries } | Outcome::Failed { tries } => tries,
+        }
     }
 
-    /// Makes one attempt: up to three tries on 5xx, 429, connection errors and timeouts, 100 ms
-    /// doubling backoff with 50% jitter, no new try later than 4 s after the attempt began.
-    pub async fn attempt(&self, _request: &Request) -> Outcome {
-        unimplemented!("delivery under construction")
+    /// Whether a try got a 2xx.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
     }
 }
