@@ -22,15 +22,20 @@ use bytes::Bytes;
 use std::time::Duration;
 
 /// What a request carries, named in the `x-hookpipe-type` header so receivers can dispatch on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized (in parked and dead-lettered records) as that same header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// An event (`events.track`).
+    #[serde(rename = "events.track")]
     Track,
     /// A user: an identify update, or the user carried by an event (`events.identify`).
+    #[serde(rename = "events.identify")]
     Identify,
     /// A batch of a cohort's membership change (`cohorts.computed`).
+    #[serde(rename = "cohorts.computed")]
     Cohort,
     /// An Amplitude `$exposure` event (`experiments.exposure`).
+    #[serde(rename = "experiments.exposure")]
     Exposure,
 }
 
@@ -89,8 +94,8 @@ pub struct Request {
     pub body: Bytes,
 }
 
-/// One HTTP try within an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One HTTP try within an attempt. Serialized into parked and dead-lettered records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Try {
     /// When the try started, in unix milliseconds.
     pub started_unix_ms: u64,
