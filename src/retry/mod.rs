@@ -4,13 +4,21 @@
 //!
 //! - [`schedule`]: the pure schedule, its exact waits, and one tier per distinct wait.
 //! - [`record`]: the parked-delivery and dead-letter records written to Kafka.
+//! - [`park`]: the write side: after a failed attempt, produce the delivery to its next tier (or
+//!   the dead-letter topic) and return only once Kafka acknowledged it.
+//! - [`tier`]: the read side: one consumer per tier waits for each partition's head (paused
+//!   partition, timer on tokio-util's `DelayQueue`), re-attempts, and parks failures again.
 //!
 //! Timers: in-memory waits (in-attempt backoffs, a tier's head waiting for its due time) are
 //! tokio timers, which live on tokio's hierarchical timing wheel; `benches/timers.rs` measures it
 //! and tokio-util's `DelayQueue` at one million pending timers.
 
+pub mod park;
 pub mod record;
 pub mod schedule;
+pub mod tier;
 
+pub use park::{Parked, Parker};
 pub use record::{AttemptLog, DeadLetter, ParkedDelivery, RecordError, SourcePosition};
 pub use schedule::{Next, Schedule, ScheduleError};
+pub use tier::{Tier, TierError, TierLimits};
