@@ -35,7 +35,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn deadlines() -> Vec<Duration> {
     let mut rng = fastrand::Rng::with_seed(42);
     let max = SPREAD.as_millis() as u64;
-    (0..N).map(|_| Duration::from_millis(rng.u64(1..max))).collect()
+    (0..N)
+        .map(|_| Duration::from_millis(rng.u64(1..max)))
+        .collect()
 }
 
 async fn delay_queue_fill(due: &[Duration]) -> DelayQueue<u64> {

@@ -396,7 +396,10 @@ impl Tier {
                 continue;
             }
             skipped = 0;
-            let queue = self.queues.get_mut(&dest).expect("turn lists queued destinations");
+            let queue = self
+                .queues
+                .get_mut(&dest)
+                .expect("turn lists queued destinations");
             let job = queue.pop_front().expect("queued destinations have jobs");
             if !queue.is_empty() {
                 self.turn.push_back(dest.clone());
@@ -458,7 +461,9 @@ impl Tier {
                 {
                     match self.consumer.store_offsets(&tpl) {
                         Ok(()) => p.stored = Some(next),
-                        Err(e) => tracing::debug!(topic = %self.topic, partition, error = %e, "retry tier: store offset"),
+                        Err(e) => {
+                            tracing::debug!(topic = %self.topic, partition, error = %e, "retry tier: store offset")
+                        }
                     }
                 }
             }

@@ -35,7 +35,9 @@ fn request(id: &str) -> Request {
     Request {
         id: id.into(),
         kind: Kind::Track,
-        body: Bytes::from(format!(r#"{{"event_type":"retry test","insert_id":"{id}"}}"#)),
+        body: Bytes::from(format!(
+            r#"{{"event_type":"retry test","insert_id":"{id}"}}"#
+        )),
     }
 }
 
@@ -132,7 +134,10 @@ async fn a_400_forever_walks_every_tier_then_is_dead_lettered_with_its_history()
         .parker
         .first_attempt_failed("dead-end", &req, source(7), tries)
         .await;
-    assert!(matches!(parked, Parked::Tier { attempt: 2, .. }), "{parked:?}");
+    assert!(
+        matches!(parked, Parked::Tier { attempt: 2, .. }),
+        "{parked:?}"
+    );
 
     let letters = read_all(&path.dead_letter, 1, WAIT).await;
     assert_eq!(letters.len(), 1, "dead-lettered within {WAIT:?}");
@@ -150,7 +155,11 @@ async fn a_400_forever_walks_every_tier_then_is_dead_lettered_with_its_history()
         assert_eq!(a.tries[0].status, Some(400));
     }
     // The attempts are spaced at least by the schedule's waits.
-    let starts: Vec<u64> = d.attempts.iter().map(|a| a.tries[0].started_unix_ms).collect();
+    let starts: Vec<u64> = d
+        .attempts
+        .iter()
+        .map(|a| a.tries[0].started_unix_ms)
+        .collect();
     assert!(starts[1] - starts[0] >= 1000, "{starts:?}");
     assert!(starts[2] - starts[1] >= 1000, "{starts:?}");
     assert!(starts[3] - starts[2] >= 2000, "{starts:?}");
@@ -160,7 +169,10 @@ async fn a_400_forever_walks_every_tier_then_is_dead_lettered_with_its_history()
     assert_eq!(got.len(), 4);
     for (i, r) in got.iter().enumerate() {
         assert_eq!(r.header("x-hookpipe-delivery-id"), Some("dl-1"));
-        assert_eq!(r.header("x-hookpipe-attempt"), Some((i + 1).to_string().as_str()));
+        assert_eq!(
+            r.header("x-hookpipe-attempt"),
+            Some((i + 1).to_string().as_str())
+        );
     }
     stop_all(stop, handles).await;
     // Everything read from the tiers was settled and committed.
@@ -169,7 +181,11 @@ async fn a_400_forever_walks_every_tier_then_is_dead_lettered_with_its_history()
         let committed = committed_offsets(&path.group, topic).await;
         for (partition, end) in ends {
             if end > 0 {
-                assert_eq!(committed.get(&partition).copied().flatten(), Some(end), "{topic}[{partition}]");
+                assert_eq!(
+                    committed.get(&partition).copied().flatten(),
+                    Some(end),
+                    "{topic}[{partition}]"
+                );
             }
         }
     }
@@ -195,12 +211,16 @@ async fn a_receiver_that_recovers_gets_the_delivery_on_a_later_attempt() {
     assert_eq!(got.len(), 1);
     let all = rx.requests();
     assert_eq!(all.len(), 4);
-    assert!(all.iter().all(|r| r.header("x-hookpipe-delivery-id") == Some("rec-1")));
+    assert!(all
+        .iter()
+        .all(|r| r.header("x-hookpipe-delivery-id") == Some("rec-1")));
     assert_eq!(all[3].header("x-hookpipe-attempt"), Some("2"));
     // Nothing dead-lettered, nothing attempted again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.count(), 4);
-    assert!(read_all(&path.dead_letter, 1, Duration::from_millis(500)).await.is_empty());
+    assert!(read_all(&path.dead_letter, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
     stop_all(stop, handles).await;
 }
 
