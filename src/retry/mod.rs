@@ -8,6 +8,9 @@
 //!   the dead-letter topic) and return only once Kafka acknowledged it.
 //! - [`tier`]: the read side: one consumer per tier waits for each partition's head (paused
 //!   partition, timer on tokio-util's `DelayQueue`), re-attempts, and parks failures again.
+//! - [`topics`]: creates the tier and dead-letter topics at start-up.
+//!
+//! `docs/retries.md` states the exact schedules and the record format.
 //!
 //! Timers: in-memory waits (in-attempt backoffs, a tier's head waiting for its due time) are
 //! tokio timers, which live on tokio's hierarchical timing wheel; `benches/timers.rs` measures it
@@ -17,6 +20,7 @@ pub mod park;
 pub mod record;
 pub mod schedule;
 pub mod tier;
+pub mod topics;
 
 pub use park::{Parked, Parker};
 pub use record::{AttemptLog, DeadLetter, ParkedDelivery, RecordError, SourcePosition};

@@ -6,11 +6,12 @@
 
 use crate::support::http::{Receiver, Reply, Script};
 use crate::support::kafka::{
-    broker, committed_offsets, create_topic, end_offsets, producer, read_all, unique_name,
+    broker, committed_offsets, end_offsets, producer, read_all, unique_name, wait_for_topic,
 };
 use bytes::Bytes;
 use hookpipe::deliver::{Client, Endpoint, Kind, Outcome, Request};
 use hookpipe::retry::tier::TierLimits;
+use hookpipe::retry::topics::ensure_topics;
 use hookpipe::retry::{DeadLetter, Parked, Parker, Schedule, SourcePosition, Tier};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,10 +54,17 @@ impl Path {
         let prefix = unique_name("retry");
         let dead_letter = format!("{prefix}-dead");
         let parker = Parker::new(producer().clone(), schedule, &prefix, dead_letter.clone());
-        for topic in parker.tier_topics() {
-            create_topic(topic, 2).await;
+        let mut topics = parker.tier_topics().to_vec();
+        topics.push(dead_letter.clone());
+        // Twice: creating existing topics is not an error.
+        for _ in 0..2 {
+            ensure_topics(&broker().client_config(), &topics, 2, 1, WAIT)
+                .await
+                .unwrap();
         }
-        create_topic(&dead_letter, 1).await;
+        for topic in &topics {
+            wait_for_topic(topic, 2).await;
+        }
         Path {
             parker,
             dead_letter,
