@@ -1,1 +1,7 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod support;
+
+mod deliver;
+mod kafka_smoke;
+mod retry;
