@@ -4,4 +4,5 @@ mod support;
 
 mod deliver;
 mod kafka_smoke;
+mod pipeline;
 mod retry;
