@@ -6,6 +6,8 @@
 
 use bytes::BytesMut;
 
+pub mod format;
+
 /// A decoded JSON document, read without copying (simd-json's tape keeps key order, as Jackson does).
 pub type Input<'tape, 'input> = simd_json::tape::Value<'tape, 'input>;
 
