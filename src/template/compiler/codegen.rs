@@ -46,7 +46,7 @@ impl Frame {
 }
 
 enum BreakKind {
-    Loop { next_pc: Option<u32> },
+    Loop,
     Switch,
 }
 
@@ -68,12 +68,17 @@ struct Gen<'s> {
     str_consts: HashMap<String, u32>,
     /// Parameter names of each macro (known before any body is compiled).
     macro_params: Vec<Vec<String>>,
+    /// json mode: escape interpolations that sit inside a JSON string literal.
+    json_mode: bool,
+    /// json mode: whether the static text so far (in document order) left a string open.
+    json_in_string: bool,
 }
 
 /// Compiles a parsed template.
-pub fn generate(root: &Node, src: &str, html_output: bool) -> GResult<Program> {
+pub fn generate(root: &Node, src: &str, html_output: bool, json_mode: bool) -> GResult<Program> {
     let mut g = Gen::new(src);
     g.p.html_output = html_output;
+    g.json_mode = json_mode;
     g.collect(root);
     g.body(&root.children)?;
     g.emit(Instr::Ret);
@@ -120,6 +125,8 @@ impl<'s> Gen<'s> {
             list_loops: Vec::new(),
             str_consts: HashMap::new(),
             macro_params: Vec::new(),
+            json_mode: false,
+            json_in_string: false,
         }
     }
 
@@ -345,6 +352,24 @@ impl<'s> Gen<'s> {
         if t.is_empty() {
             return;
         }
+        if self.json_mode {
+            // Track JSON string literals through the static text (document order; a heuristic
+            // documented in docs/templates.md).
+            let mut escaped = false;
+            for c in t.chars() {
+                if self.json_in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        self.json_in_string = false;
+                    }
+                } else if c == '"' {
+                    self.json_in_string = true;
+                }
+            }
+        }
         // Merge with a directly preceding text instruction when possible.
         if let Some(Instr::Text(s, e)) = self.p.code.last().copied() {
             if e as usize == self.p.text.len() && self.last_is_not_target() {
@@ -372,7 +397,11 @@ impl<'s> Gen<'s> {
             NodeKind::Interp(e) => {
                 self.expr(e, false)?;
                 let d = self.dbg(e);
-                self.emit(Instr::Emit(d));
+                if self.json_mode && self.json_in_string {
+                    self.emit(Instr::EmitJson(d));
+                } else {
+                    self.emit(Instr::Emit(d));
+                }
             }
             NodeKind::Comment | NodeKind::Trim(..) | NodeKind::Nop | NodeKind::Macro { .. } => {
                 if let NodeKind::Nop = n.kind {
@@ -444,7 +473,7 @@ impl<'s> Gen<'s> {
                 let pos = self
                     .breakables
                     .iter()
-                    .rposition(|b| matches!(b.kind, BreakKind::Loop { .. }));
+                    .rposition(|b| matches!(b.kind, BreakKind::Loop));
                 let Some(i) = pos else {
                     return self.err(n.begin, "#continue must be inside #list");
                 };
@@ -609,7 +638,7 @@ impl<'s> Gen<'s> {
         }
         self.frame.scopes.push(scope);
         self.breakables.push(Breakable {
-            kind: BreakKind::Loop { next_pc: Some(top) },
+            kind: BreakKind::Loop,
             breaks: Vec::new(),
             continues: Vec::new(),
         });
@@ -673,7 +702,7 @@ impl<'s> Gen<'s> {
                 .breakables
                 .iter_mut()
                 .rev()
-                .find(|b| matches!(b.kind, BreakKind::Loop { .. }))
+                .find(|b| matches!(b.kind, BreakKind::Loop))
             {
                 outer.continues.extend(br.continues);
             }
@@ -939,6 +968,18 @@ impl<'s> Gen<'s> {
                 }
                 self.emit(Instr::MakeHash(pairs.len() as u32));
             }
+            ExprKind::Lambda(..) => {
+                return self.err(
+                    e.pos,
+                    "A lambda (x -> ...) can only be an argument of ?filter or ?map",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn lambda(&mut self, e: &Expr) -> GResult<()> {
+        match &e.kind {
             ExprKind::Lambda(param, body) => {
                 let slot = self.frame.slot();
                 let idx = self.p.lambdas.len() as u32;
@@ -956,6 +997,7 @@ impl<'s> Gen<'s> {
                 self.patch(skip, h);
                 self.p.lambdas[idx as usize].pc = pc;
             }
+            _ => self.value(e)?,
         }
         Ok(())
     }
@@ -1057,8 +1099,8 @@ impl<'s> Gen<'s> {
         }
         let args = args.unwrap_or(&[]);
         for a in args {
-            if let ExprKind::Lambda(..) = a.kind {
-                self.expr(a, false)?;
+            if matches!(bi, Bi::Filter | Bi::Map) {
+                self.lambda(a)?;
             } else {
                 self.value(a)?;
             }

@@ -47,6 +47,8 @@ pub enum Instr {
     Text(u32, u32),
     /// Pops a value and appends it as `${...}` does; fails on missing or non-scalar values.
     Emit(u32),
+    /// Like `Emit`, but JSON-string-escapes the text (json mode, inside a JSON string literal).
+    EmitJson(u32),
     /// Pushes constant `consts[i]`.
     Const(u32),
     /// Pushes the missing value (an unset variable).

@@ -27,6 +27,9 @@ impl From<LexError> for ParseError {
 
 type PResult<T> = Result<T, ParseError>;
 
+/// Deepest nesting of expressions plus directives the parser accepts.
+const MAX_NEST: u32 = 100;
+
 /// What the `#ftl` header said.
 #[derive(Debug, Clone, Default)]
 pub struct Header {
@@ -71,6 +74,8 @@ pub struct Parser<'s> {
     /// Inside a tag (so `>` at depth 0 ends the tag rather than comparing).
     in_tag: bool,
     depth: u32,
+    /// Expression and element nesting, bounded so hostile input cannot overflow the stack.
+    nest: u32,
 }
 
 /// Parses a whole template into its root node and header settings.
@@ -236,6 +241,7 @@ impl<'s> Parser<'s> {
             line_starts,
             in_tag: false,
             depth: 0,
+            nest: 0,
         }
     }
 
@@ -420,6 +426,18 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_elements(&mut self, out: &mut Vec<Node>) -> PResult<Boundary> {
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Directives nested too deeply");
+        }
+        let r = self.parse_elements_inner(out);
+        self.nest -= 1;
+        r
+    }
+
+    fn parse_elements_inner(&mut self, out: &mut Vec<Node>) -> PResult<Boundary> {
         loop {
             let start = self.pos;
             if start >= self.src.len() {
@@ -650,6 +668,9 @@ impl<'s> Parser<'s> {
                     let t = self.peek()?;
                     if !can_start_expr(&t.tok) {
                         break;
+                    }
+                    if args.len() >= 250 {
+                        return Err(self.unexpected(&t, "at most 250 #nested arguments"));
                     }
                     args.push(self.parse_expr()?);
                     self.eat_op(",")?;
@@ -1175,7 +1196,15 @@ impl<'s> Parser<'s> {
 
     /// Parses an expression (lowest precedence: `||`).
     pub fn parse_expr(&mut self) -> PResult<Expr> {
-        self.parse_or()
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Expression nested too deeply");
+        }
+        let r = self.parse_or();
+        self.nest -= 1;
+        r
     }
 
     fn parse_or(&mut self) -> PResult<Expr> {
@@ -1219,7 +1248,7 @@ impl<'s> Parser<'s> {
         let op = match t.tok {
             Tok::Op("<") => BinOp::Lt,
             Tok::Op("<=") => BinOp::Le,
-            Tok::Op(">") if !self.in_tag || self.depth > 0 => BinOp::Gt,
+            Tok::Op(">") if !self.in_tag || self.depth > 0 || self.square => BinOp::Gt,
             Tok::Op(">=") => BinOp::Ge,
             Tok::Ident("lt") => BinOp::Lt,
             Tok::Ident("lte") => BinOp::Le,
@@ -1302,6 +1331,18 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_unary(&mut self) -> PResult<Expr> {
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Expression nested too deeply");
+        }
+        let r = self.parse_unary_inner();
+        self.nest -= 1;
+        r
+    }
+
+    fn parse_unary_inner(&mut self) -> PResult<Expr> {
         let t = self.peek()?;
         match t.tok {
             Tok::Op("!") => {
@@ -1328,6 +1369,10 @@ impl<'s> Parser<'s> {
         let mut args = Vec::new();
         if !self.eat_op(close)? {
             loop {
+                if args.len() >= 250 {
+                    let at = self.pos;
+                    return self.err(at, "Too many arguments or items (at most 250)");
+                }
                 args.push(self.parse_arg()?);
                 if self.eat_op(close)? {
                     break;

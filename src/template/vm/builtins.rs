@@ -611,6 +611,12 @@ fn eval<'a>(
         LeftPad | RightPad => {
             want_args(bi, args, 1, 2, dbg)?;
             let width = int_arg(vm, &args[0], bi, dbg)?.max(0) as usize;
+            if width > vm.limits.max_output {
+                return Err(fail(
+                    dbg,
+                    "?left_pad/?right_pad width exceeds the output limit",
+                ));
+            }
             let pad = if args.len() > 1 {
                 text!(vm, args[1], bi, dbg).to_string()
             } else {

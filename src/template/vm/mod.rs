@@ -202,6 +202,33 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ helpers
 
+    /// Reserves `n` loop slots for a new frame; returns the frame's loop base.
+    fn reserve_loops(&mut self, n: usize) -> usize {
+        let base = self.loops.len();
+        for _ in 0..n {
+            self.loops.push(LoopState {
+                src: LoopSrc::Pool(0),
+                index: 0,
+                len: Some(0),
+                started: false,
+            });
+        }
+        base
+    }
+
+    /// Fails when the run-time pools grew past what the output cap allows (hostile templates
+    /// doubling a string or a sequence in a loop).
+    fn check_pools(&self) -> VResult<()> {
+        let cap = self.limits.max_output.saturating_mul(4).max(1 << 20);
+        if self.arena.len() > cap || (self.seqs.len() + self.hashes.len()) * 16 > cap {
+            return Err(fail(
+                u32::MAX,
+                "The template built values larger than the output limit allows",
+            ));
+        }
+        Ok(())
+    }
+
     fn pop(&mut self) -> Value<'a> {
         self.stack.pop().unwrap_or(Value::Missing)
     }
@@ -217,6 +244,9 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     /// Appends `s` to the arena and returns it as a value.
     pub(crate) fn arena_str(&mut self, s: &str) -> Value<'a> {
+        if self.arena.len() > self.limits.max_output.saturating_mul(4).max(1 << 20) {
+            return Value::Str("");
+        }
         let a = self.arena.len() as u32;
         self.arena.push_str(s);
         Value::Arena(a, self.arena.len() as u32)
@@ -235,6 +265,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             }
         }
         self.scratch.clear();
+        self.check_pools()?;
         Ok(Value::Arena(a, self.arena.len() as u32))
     }
 
@@ -543,12 +574,16 @@ impl<'a, 'o> Vm<'a, 'o> {
                         "This operation is not supported on an unbounded range",
                     ));
                 };
-                if len > 10_000_000 {
-                    return Err(fail(dbg, "Range too large"));
+                if len > 1_000_000 {
+                    return Err(fail(
+                        dbg,
+                        "Range too large to materialise (over 1,000,000 items)",
+                    ));
                 }
                 for i in 0..len as i64 {
-                    self.stack
-                        .push(Value::Num(Number::Int((r.start + i * r.step) as i32)));
+                    self.stack.push(Value::Num(Number::Int(
+                        r.start.wrapping_add(i.wrapping_mul(r.step)) as i32,
+                    )));
                 }
                 Ok(len as usize)
             }
@@ -558,6 +593,12 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     /// Moves the top `n` stack values into the sequence pool as a new sequence.
     pub(crate) fn make_seq(&mut self, n: usize) -> Value<'a> {
+        if self.check_pools().is_err() {
+            // Keep going with an empty sequence; the next check fails the render.
+            let from = self.stack.len() - n;
+            self.stack.truncate(from);
+            return Value::Seq(0, 0);
+        }
         let start = self.seqs.len() as u32;
         let from = self.stack.len() - n;
         self.seqs.extend(self.stack.drain(from..));
@@ -592,7 +633,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
                 Value::Range(r) => {
                     if i >= 0 && r.len.is_none_or(|l| (i as u64) < l) {
-                        Value::Num(Number::Int((r.start + i as i64 * r.step) as i32))
+                        Value::Num(Number::Int(
+                            r.start.wrapping_add((i as i64).wrapping_mul(r.step)) as i32,
+                        ))
                     } else {
                         Value::Missing
                     }
@@ -859,7 +902,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 match kind {
                     RangeKind::Inclusive => Range {
                         start: s,
-                        len: Some(e.abs_diff(s) + 1),
+                        len: Some(e.abs_diff(s).saturating_add(1)),
                         step: if e >= s { 1 } else { -1 },
                     },
                     RangeKind::Exclusive => Range {
@@ -919,18 +962,9 @@ impl<'a, 'o> Vm<'a, 'o> {
             len,
             started: false,
         };
-        if l < self.loops.len() {
-            self.loops[l] = st;
-        } else {
-            while self.loops.len() < l {
-                self.loops.push(LoopState {
-                    src: LoopSrc::Pool(0),
-                    index: 0,
-                    len: Some(0),
-                    started: false,
-                });
-            }
-            self.loops.push(st);
+        match self.loops.get_mut(l) {
+            Some(slot) => *slot = st,
+            None => return Err(fail(dbg, "internal error: loop slot out of range")),
         }
         Ok(len == Some(0))
     }
@@ -961,7 +995,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Some((k, v))
             }
             LoopSrc::Range(r) => Some((
-                Value::Num(Number::Int((r.start + idx as i64 * r.step) as i32)),
+                Value::Num(Number::Int(
+                    r.start.wrapping_add((idx as i64).wrapping_mul(r.step)) as i32,
+                )),
                 Value::Missing,
             )),
         }
@@ -1017,9 +1053,10 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         self.stack.truncate(from);
         let pc = info.pc;
+        let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
-            loop_base: self.loops.len(),
+            loop_base,
             caller: None,
             site: None,
         };
@@ -1028,6 +1065,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let r = self.exec(pc as usize, &new);
         self.depth -= 1;
         self.locals.truncate(base);
+        self.loops.truncate(loop_base);
         r?;
         let v = if self.stack.len() > stack_before {
             self.pop()
@@ -1070,9 +1108,10 @@ impl<'a, 'o> Vm<'a, 'o> {
             self.locals[base + pidx as usize] = self.stack[from + i];
         }
         self.stack.truncate(from);
+        let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
-            loop_base: self.loops.len(),
+            loop_base,
             caller: Some(ctx),
             site: Some(site),
         };
@@ -1080,6 +1119,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let r = self.exec(info.pc as usize, &new);
         self.depth -= 1;
         self.locals.truncate(base);
+        self.loops.truncate(loop_base);
         r
     }
 
@@ -1092,7 +1132,15 @@ impl<'a, 'o> Vm<'a, 'o> {
         ctx_loop: usize,
     ) -> VResult<Value<'a>> {
         let info = &self.p.lambdas[idx as usize];
-        self.locals[ctx_base + info.slot as usize] = arg;
+        match self.locals.get_mut(ctx_base + info.slot as usize) {
+            Some(slot) => *slot = arg,
+            None => {
+                return Err(fail(
+                    u32::MAX,
+                    "A lambda can only be used where it is written",
+                ))
+            }
+        }
         let ctx = Ctx {
             base: ctx_base,
             loop_base: ctx_loop,
@@ -1193,6 +1241,19 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.write_interp(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
+                Instr::EmitJson(dbg) => {
+                    let v = self.pop();
+                    self.scratch.clear();
+                    self.scalar_to_scratch(v, dbg)?;
+                    let text = std::mem::take(&mut self.scratch);
+                    match std::str::from_utf8(&text) {
+                        Ok(s) => crate::template::format::escape::json_string(s, self.out),
+                        Err(_) => return Err(fail(dbg, "internal error: invalid UTF-8")),
+                    }
+                    self.scratch = text;
+                    self.scratch.clear();
+                    self.check_output()?;
+                }
                 Instr::Const(i) => {
                     let v = match &p.consts[i as usize] {
                         Const::Str(s) => Value::Str(s.as_str()),
@@ -1256,6 +1317,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Instr::Call(argc, dbg) => self.call_value(argc as usize, dbg, ctx)?,
                 Instr::Builtin(bi, argc, dbg) => {
                     builtins::apply(self, bi, argc as usize, dbg, ctx.base, ctx.loop_base)?;
+                    self.check_pools()?;
                 }
                 Instr::Exists => {
                     let v = self.pop();
@@ -1331,6 +1393,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let a = self.pop();
                     let v = self.binary(op, a, b, dbg)?;
                     self.stack.push(v);
+                    self.check_pools()?;
                 }
                 Instr::JumpIf(flag, t, dbg) => {
                     let v = self.pop();
