@@ -173,6 +173,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub fn run_main(&mut self) -> VResult<()> {
         self.locals
             .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
         let ctx = Ctx {
             base: 0,
             loop_base: 0,
@@ -190,6 +191,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub fn run_expr(&mut self) -> VResult<Value<'a>> {
         self.locals
             .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
         let ctx = Ctx {
             base: 0,
             loop_base: 0,
