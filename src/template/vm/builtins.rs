@@ -69,7 +69,11 @@ builtins! {
     IsDirective = "is_directive", IsFunction = "is_function", IsMarkupOutput = "is_markup_output",
     Switch = "switch", Datetime = "datetime", Date = "date", Time = "time",
     DatetimeIso = "datetime.iso", DateIso = "date.iso", TimeIso = "time.iso",
-    IsoUtc = "iso_utc", IsoUtcMs = "iso_utc_ms", IsoLocal = "iso_local", Iso = "iso",
+    IsoUtc = "iso_utc", IsoUtcMs = "iso_utc_ms", IsoLocal = "iso_local",
+    IsoUtcNz = "iso_utc_nz", IsoUtcMsNz = "iso_utc_ms_nz", IsoUtcM = "iso_utc_m",
+    IsoUtcMNz = "iso_utc_m_nz", IsoUtcH = "iso_utc_h", IsoUtcHNz = "iso_utc_h_nz",
+    IsoUtcFz = "iso_utc_fz", IsoLocalMs = "iso_local_ms", IsoLocalNz = "iso_local_nz",
+    IsoLocalMsNz = "iso_local_ms_nz",
     NumberToDatetime = "number_to_datetime", NumberToDate = "number_to_date",
     NumberToTime = "number_to_time", KeepBefore = "keep_before", KeepAfter = "keep_after",
     KeepBeforeLast = "keep_before_last", KeepAfterLast = "keep_after_last",
@@ -743,7 +747,8 @@ fn eval<'a>(
                 }
             }
         }
-        IsoUtc | IsoUtcMs | IsoLocal | Iso => {
+        IsoUtc | IsoUtcMs | IsoLocal | IsoUtcNz | IsoUtcMsNz | IsoUtcM | IsoUtcMNz | IsoUtcH
+        | IsoUtcHNz | IsoUtcFz | IsoLocalMs | IsoLocalNz | IsoLocalMsNz => {
             let Value::Date(d) = recv else {
                 return Err(vm.type_error(
                     dbg,
@@ -752,8 +757,11 @@ fn eval<'a>(
                     &recv,
                 ));
             };
+            let Some(f) = format::date::IsoFormat::builtin(bi.name()) else {
+                return Err(fail(dbg, format!("?{} is not supported", bi.name())));
+            };
             vm.scratch.clear();
-            format::date::write_iso_utc(&d, &mut vm.scratch).map_err(num_err(dbg))?;
+            f.write(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()?
         }
         NumberToDatetime | NumberToDate | NumberToTime => {
