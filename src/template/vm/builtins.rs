@@ -949,7 +949,8 @@ fn string_builtin<'a>(
                 Some(s) if s == "computer" => n.write_computer(&mut vm.scratch),
                 Some(s) => {
                     let f = NumberFormat::new(&s).map_err(num_err(dbg))?;
-                    f.format(&n, &mut vm.scratch).map_err(num_err(dbg))?;
+                    super::format_number(&f, &n, vm.settings.comma_decimal, &mut vm.scratch)
+                        .map_err(num_err(dbg))?;
                 }
             }
             vm.scratch_to_arena()

@@ -62,6 +62,30 @@ pub struct Settings<'a> {
     time_format: Cow<'a, str>,
     /// `url_escaping_charset`, when set.
     pub(crate) url_charset: Option<Cow<'a, str>>,
+    /// The locale uses `,` as decimal separator and `.` for grouping (de, es, it, nl, pt...):
+    /// formatted numbers (not computer format) have the two swapped.
+    pub(crate) comma_decimal: bool,
+}
+
+/// Formats `n` with a (non-computer) number format into `out`, applying the locale's separators.
+pub(crate) fn format_number(
+    f: &NumberFormat,
+    n: &Number,
+    comma_decimal: bool,
+    out: &mut BytesMut,
+) -> Result<(), crate::template::format::FormatError> {
+    let start = out.len();
+    f.format(n, out)?;
+    if comma_decimal {
+        for b in &mut out[start..] {
+            *b = match *b {
+                b',' => b'.',
+                b'.' => b',',
+                other => other,
+            };
+        }
+    }
+    Ok(())
 }
 
 struct Ctx<'c> {
@@ -144,6 +168,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 date_format: Cow::Borrowed(""),
                 time_format: Cow::Borrowed(""),
                 url_charset: None,
+                comma_decimal: false,
             },
         };
         vm.marks.clear();
@@ -353,8 +378,12 @@ impl<'a, 'o> Vm<'a, 'o> {
             "date_format" => self.settings.date_format = value,
             "time_format" => self.settings.time_format = value,
             "url_escaping_charset" => self.settings.url_charset = Some(value),
-            "locale" if value != "en_US" && value != "en" => {
-                // Only en_US is supported: numbers and dates would differ. Documented.
+            "locale" => {
+                let lang = value.split(['_', '-']).next().unwrap_or("");
+                self.settings.comma_decimal = matches!(
+                    lang,
+                    "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el"
+                );
             }
             "locale"
             | "time_zone"
@@ -460,8 +489,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 .extend_from_slice(self.arena[a as usize..b as usize].as_bytes()),
             Value::Num(n) => match &self.settings.number_format {
                 None => n.write_computer(&mut self.scratch),
-                Some(f) => f
-                    .format(&n, &mut self.scratch)
+                Some(f) => format_number(f, &n, self.settings.comma_decimal, &mut self.scratch)
                     .map_err(|e| fail(dbg, e.to_string()))?,
             },
             Value::Bool(b) => {
