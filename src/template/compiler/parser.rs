@@ -28,7 +28,7 @@ impl From<LexError> for ParseError {
 type PResult<T> = Result<T, ParseError>;
 
 /// Deepest nesting of expressions plus directives the parser accepts.
-const MAX_NEST: u32 = 100;
+const MAX_NEST: u32 = 48;
 
 /// What the `#ftl` header said.
 #[derive(Debug, Clone, Default)]

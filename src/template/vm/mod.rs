@@ -19,7 +19,7 @@ pub use state::RenderState;
 use value::{Method, Range, Value};
 
 /// Deepest macro/function call nesting before a render fails.
-const MAX_DEPTH: u32 = 200;
+const MAX_DEPTH: u32 = 48;
 
 /// An internal render failure: the message and the debug entry of the blamed expression.
 #[derive(Debug)]
@@ -385,8 +385,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el"
                 );
             }
-            "locale"
-            | "time_zone"
+            "time_zone"
             | "sql_date_and_time_time_zone"
             | "output_encoding"
             | "classic_compatible"
