@@ -687,11 +687,24 @@ impl<'s> Gen<'s> {
             starts.push(self.here());
             self.body(&c.children)?;
         }
+        // No case matched: FreeMarker runs the #default body alone (no fall-through into the
+        // cases after it), so it gets its own copy.
+        let mut skip_default = None;
+        if let Some(i) = default_idx {
+            skip_default = Some(self.emit(Instr::Jump(0)));
+            let h = self.here();
+            self.patch(to_default, h);
+            self.body(&n.children[i].children)?;
+        }
         let end = self.here();
+        if let Some(j) = skip_default {
+            self.patch(j, end);
+        } else {
+            self.patch(to_default, end);
+        }
         for (i, j) in jumps {
             self.patch(j, starts[i]);
         }
-        self.patch(to_default, default_idx.map_or(end, |i| starts[i]));
         let br = self.breakables.pop().expect("pushed above");
         for j in br.breaks {
             self.patch(j, end);

@@ -446,7 +446,10 @@ fn eval<'a>(
                 start.and_then(|st| s[st..].find(needle).map(|i| i + st))
             } else {
                 let end = match from {
-                    Some(f) => byte_of_utf16(s, f + 1).map(|e| (e + needle.len()).min(s.len())),
+                    Some(f) if f < 0 => None,
+                    Some(f) => Some(
+                        byte_of_utf16(s, f).map_or(s.len(), |e| (e + needle.len()).min(s.len())),
+                    ),
                     None => Some(s.len()),
                 };
                 end.and_then(|e| s[..e].rfind(needle))
