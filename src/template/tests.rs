@@ -258,3 +258,9 @@ fn deep_recursion_fails_on_a_small_stack() {
         .unwrap();
     assert!(r.contains("recursion"), "{r}");
 }
+
+#[test]
+fn value_stays_small() {
+    // Values are copied on every instruction; keep them within one cache line.
+    assert!(std::mem::size_of::<vm::value::Value<'_>>() <= 64);
+}

@@ -878,6 +878,10 @@ impl<'s> Gen<'s> {
                 return self.err(e.pos, format!("Unsupported special variable .{name}"));
             }
             ExprKind::Dot(recv, name) => {
+                if let Some(fused) = self.fused_dot(recv, name, tolerant) {
+                    self.emit(fused);
+                    return Ok(());
+                }
                 self.expr(recv, tolerant)?;
                 if !tolerant && Gen::may_be_missing(recv) {
                     let d = self.dbg(recv);
@@ -1013,6 +1017,32 @@ impl<'s> Gen<'s> {
             _ => self.value(e)?,
         }
         Ok(())
+    }
+
+    /// `x.name` on a local or on `input` as one instruction (the hot path of payload templates).
+    fn fused_dot(&mut self, recv: &Expr, name: &str, tolerant: bool) -> Option<Instr> {
+        let ExprKind::Var(v) = &recv.kind else {
+            return None;
+        };
+        if tolerant {
+            return None;
+        }
+        match self.lookup(v) {
+            Some(Binding::Slot(s)) | Some(Binding::Loop { slot: s, .. }) => {
+                let c = self.str_const(name);
+                let d = self.dbg(recv);
+                Some(Instr::LocalDot(s, c, d))
+            }
+            None if v == "input"
+                && !self.globals.contains_key(v)
+                && !self.macros.contains_key(v) =>
+            {
+                let c = self.str_const(name);
+                let d = self.dbg(recv);
+                Some(Instr::InputDot(c, d))
+            }
+            None => None,
+        }
     }
 
     fn var(&mut self, name: &str) -> GResult<()> {

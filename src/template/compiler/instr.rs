@@ -69,6 +69,10 @@ pub enum Instr {
     Check(u32),
     /// Pops a hash, pushes its sub-variable `consts[name]` (missing stays missing).
     Dot(u32, u32),
+    /// Fused `Load(slot); Check(dbg); Dot(name)`: pushes `local.name`.
+    LocalDot(u32, u32, u32),
+    /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
+    InputDot(u32, u32),
     /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
     Index(u32),
     /// Pops `argc` arguments and a callee (method or function), pushes the result.

@@ -716,16 +716,9 @@ impl<'s> Parser<'s> {
                     children,
                 });
             }
-            "outputformat" | "autoesc" | "noautoesc" | "escape" | "noescape" => {
-                if name == "outputformat" || name == "escape" {
+            "outputformat" | "autoesc" | "noautoesc" => {
+                if name == "outputformat" {
                     let _ = self.parse_expr()?;
-                    if name == "escape" {
-                        let t = self.next()?;
-                        if t.tok != Tok::Ident("as") {
-                            return Err(self.unexpected(&t, "\"as\""));
-                        }
-                        let _ = self.parse_expr()?;
-                    }
                 }
                 self.close_tag()?;
                 let mut children = Vec::new();

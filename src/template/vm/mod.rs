@@ -520,6 +520,7 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ data access
 
+    #[inline]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
             Value::Missing => Value::Missing,
@@ -1335,6 +1336,24 @@ impl<'a, 'o> Vm<'a, 'o> {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
                     let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::LocalDot(slot, name, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(dbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::InputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(self.input, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::Index(dbg) => {
