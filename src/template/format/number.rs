@@ -26,6 +26,10 @@ mod digits;
 pub use decfmt::NumberFormat;
 use digits::Digits;
 
+/// The `computer` format, built once so `${n}` allocates nothing.
+static COMPUTER: std::sync::LazyLock<NumberFormat> =
+    std::sync::LazyLock::new(NumberFormat::computer);
+
 /// FreeMarker's `minScale` for division and `maxScale` for multiplication.
 const MAX_SCALE: i32 = 12;
 
@@ -688,7 +692,7 @@ impl Number {
             }
             _ => {
                 // The computer format cannot fail on a finite number.
-                let _ = NumberFormat::computer().format(self, out);
+                let _ = COMPUTER.format(self, out);
             }
         }
     }

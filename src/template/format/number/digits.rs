@@ -461,7 +461,7 @@ impl BigUint {
                 self.limbs.push(carry);
             }
         }
-        self.limbs.splice(0..0, std::iter::repeat(0).take(words));
+        self.limbs.splice(0..0, std::iter::repeat_n(0, words));
     }
 }
 
