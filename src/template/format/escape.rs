@@ -271,8 +271,10 @@ pub fn url_with_charset_name(
 
 /// `?upper_case`: Java `String.toUpperCase(Locale.US)` (`ß` becomes `SS`).
 pub fn upper_case(s: &str, out: &mut BytesMut) {
-    if !s.bytes().any(|b| b.is_ascii_lowercase() || b >= 0x80) {
+    if s.is_ascii() {
+        let start = out.len();
         out.extend_from_slice(s.as_bytes());
+        out[start..].make_ascii_uppercase();
         return;
     }
     let mut buf = [0u8; 4];
@@ -284,12 +286,25 @@ pub fn upper_case(s: &str, out: &mut BytesMut) {
 /// `?lower_case`: Java `String.toLowerCase(Locale.US)` (with Greek final sigma, and `İ` as
 /// `i̇`).
 pub fn lower_case(s: &str, out: &mut BytesMut) {
-    if !s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+    write_lower(s, out)
+}
+
+/// Java's `String.toLowerCase` of `s`, appended. Only text with a capital sigma (whose lower
+/// case depends on its neighbours) goes through an allocated `str::to_lowercase`, which applies
+/// the final-sigma rule as Java does.
+fn write_lower(s: &str, out: &mut BytesMut) {
+    if s.is_ascii() {
+        let start = out.len();
         out.extend_from_slice(s.as_bytes());
-        return;
+        out[start..].make_ascii_lowercase();
+    } else if s.contains('\u{3a3}') {
+        out.extend_from_slice(s.to_lowercase().as_bytes());
+    } else {
+        let mut buf = [0u8; 4];
+        for c in s.chars().flat_map(char::to_lowercase) {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
     }
-    // `str::to_lowercase` applies the final-sigma rule as Java does.
-    out.extend_from_slice(s.to_lowercase().as_bytes());
 }
 
 /// Java's `Character.toUpperCase(char)` / `toLowerCase(char)`: a single UTF-16 unit mapped to a
@@ -374,7 +389,7 @@ pub fn capitalize(s: &str, out: &mut BytesMut) {
     for (i, c) in s.char_indices() {
         if matches!(c, ' ' | '\t' | '\r' | '\n') {
             if token_start < i {
-                out.extend_from_slice(java_lower(&s[token_start..i]).as_bytes());
+                write_lower(&s[token_start..i], out);
             }
             out.extend_from_slice(&bytes[i..i + 1]);
             start_of_token = true;
@@ -394,16 +409,7 @@ pub fn capitalize(s: &str, out: &mut BytesMut) {
         }
     }
     if token_start < s.len() {
-        out.extend_from_slice(java_lower(&s[token_start..]).as_bytes());
-    }
-}
-
-/// Java's `String.toLowerCase` of a piece of text (borrowed when already lower-case).
-fn java_lower(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        std::borrow::Cow::Owned(s.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(s)
+        write_lower(&s[token_start..], out);
     }
 }
 
