@@ -1081,7 +1081,20 @@ fn is_numeric_field(c: char, count: usize) -> bool {
 /// Java's `SimpleDateFormat.parse(String)` with `lenient=true`, UTC, en_US. `None` when the
 /// text does not match.
 fn parse_lenient(p: &Pattern, text: &str) -> Option<i64> {
-    let s: Vec<char> = text.chars().collect();
+    // Work on chars; short texts (every real timestamp) stay on the stack.
+    let mut stack = ['\0'; 64];
+    let heap: Vec<char>;
+    let s: &[char] = if text.len() <= stack.len() {
+        let mut n = 0;
+        for c in text.chars() {
+            stack[n] = c;
+            n += 1;
+        }
+        &stack[..n]
+    } else {
+        heap = text.chars().collect();
+        &heap
+    };
     let mut pos = 0usize;
     let mut parsed = Parsed::default();
     let mut stamp = 0u32;
@@ -1102,7 +1115,7 @@ fn parse_lenient(p: &Pattern, text: &str) -> Option<i64> {
                     Some(Token::Field(n, ncount)) => is_numeric_field(*n, *ncount),
                     _ => false,
                 };
-                match parse_field(&s, pos, *c, *count, obey_count, &mut parsed, stamp, p) {
+                match parse_field(s, pos, *c, *count, obey_count, &mut parsed, stamp, p) {
                     Some(next) => pos = next,
                     None => return None,
                 }
@@ -1197,9 +1210,13 @@ fn parse_field(
 }
 
 /// Case-insensitive match of the longest of `names` at `pos`; (index, end).
-fn match_names(s: &[char], pos: usize, names: &[&str]) -> Option<(usize, usize)> {
+fn match_names<'a>(
+    s: &[char],
+    pos: usize,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize)> = None;
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in names.into_iter().enumerate() {
         let len = name.chars().count();
         if pos + len <= s.len()
             && s[pos..pos + len]
@@ -1223,23 +1240,23 @@ fn parse_text_field(
 ) -> Option<usize> {
     match c {
         'G' => {
-            let (i, end) = match_names(s, pos, &["BC", "AD"])?;
+            let (i, end) = match_names(s, pos, ["BC", "AD"])?;
             parsed.era_bc = i == 0;
             Some(end)
         }
         'M' | 'L' => {
             let (i, end) =
-                match_names(s, pos, &MONTHS).or_else(|| match_names(s, pos, &SHORT_MONTHS))?;
+                match_names(s, pos, MONTHS).or_else(|| match_names(s, pos, SHORT_MONTHS))?;
             parsed.month = Some((i as i64, stamp));
             Some(end)
         }
         'E' => {
             let (_, end) =
-                match_names(s, pos, &WEEKDAYS).or_else(|| match_names(s, pos, &SHORT_WEEKDAYS))?;
+                match_names(s, pos, WEEKDAYS).or_else(|| match_names(s, pos, SHORT_WEEKDAYS))?;
             Some(end)
         }
         'a' => {
-            let (i, end) = match_names(s, pos, &["AM", "PM"])?;
+            let (i, end) = match_names(s, pos, ["AM", "PM"])?;
             parsed.pm = Some((i == 1, stamp));
             Some(end)
         }
@@ -1272,8 +1289,7 @@ fn parse_zone(s: &[char], pos: usize, c: char, parsed: &mut Parsed) -> Option<us
     let mut pos = pos;
     let mut named = false;
     if c != 'X' {
-        let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-        if let Some((i, end)) = match_names(s, pos, &names) {
+        if let Some((i, end)) = match_names(s, pos, NAMES.iter().map(|(n, _)| *n)) {
             parsed.offset_millis = Some(NAMES[i].1 * 3_600_000);
             pos = end;
             named = true;

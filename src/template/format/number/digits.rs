@@ -104,7 +104,66 @@ impl Digits {
         digits.decimal_at = exp.parse::<i32>().unwrap_or(0) + 1;
         digits.source = Source::Double(v);
         digits.strip_trailing_zeros();
+        if digits.count < 19 {
+            digits.break_tie_to_even(v);
+        }
         digits
+    }
+
+    /// When the exact value of `v` lies exactly halfway between two decimals of the shortest
+    /// length, Java's `FloatingDecimal` takes the one with the even last digit, where Rust's
+    /// shortest form may take the other (`111275153569243.125` prints as
+    /// `1.1127515356924312E14` in Java).
+    fn break_tie_to_even(&mut self, v: f64) {
+        let bits = v.to_bits();
+        let biased = ((bits >> 52) & 0x7ff) as i32;
+        let fraction = bits & ((1u64 << 52) - 1);
+        let (mut mantissa, mut exp2) = if biased == 0 {
+            (fraction, -1074)
+        } else {
+            (fraction | (1u64 << 52), biased - 1075)
+        };
+        let zeros = mantissa.trailing_zeros();
+        mantissa >>= zeros;
+        exp2 += zeros as i32;
+        // The exact value as `p × 10^exp10` with no trailing zeros in `p`, when `p` is small.
+        let (p, exp10) = if exp2 < 0 {
+            let k = (-exp2) as u32;
+            match 5u128
+                .checked_pow(k)
+                .and_then(|f| f.checked_mul(u128::from(mantissa)))
+            {
+                Some(p) => (p, -(k as i32)),
+                None => return,
+            }
+        } else {
+            let mut m = u128::from(mantissa);
+            let mut t = 0;
+            while t < exp2 && m % 5 == 0 {
+                m /= 5;
+                t += 1;
+            }
+            match 1u128
+                .checked_shl((exp2 - t) as u32)
+                .filter(|_| exp2 - t < 127)
+                .and_then(|f| f.checked_mul(m))
+            {
+                Some(p) => (p, t),
+                None => return,
+            }
+        };
+        let lower = 10u128.pow(self.count as u32);
+        if !(lower..lower * 10).contains(&p) || p % 10 != 5 {
+            return;
+        }
+        let mut kept = p / 10;
+        if kept % 2 == 1 {
+            kept += 1;
+        }
+        let rebuilt = Digits::from_u128(kept);
+        self.d = rebuilt.d;
+        self.count = rebuilt.count;
+        self.decimal_at = rebuilt.decimal_at + exp10 + 1;
     }
 
     /// `FloatingDecimal.dtoa`'s fast path for an integral double `1 <= v < 2^63`
@@ -461,7 +520,7 @@ impl BigUint {
                 self.limbs.push(carry);
             }
         }
-        self.limbs.splice(0..0, std::iter::repeat(0).take(words));
+        self.limbs.splice(0..0, std::iter::repeat_n(0, words));
     }
 }
 

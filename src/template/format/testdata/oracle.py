@@ -12,6 +12,9 @@ kind/value name a number the way FreeMarker gets it:
   I 42     an Integer/Long/BigInteger (a JSON integer, read by Jackson)
   B 1.50   a BigDecimal ("1.50"?number)
   S text   a string (for op `number`: "text"?number)
+  J "text"  a string given as a JSON literal, for op = a string built-in (`json_string`, `url` with
+            arg `UTF-8`...) or `jackson` (UtilClass.toJsonString); the expected column is then
+            JSON-encoded too
   date|time|datetime VALUE   a date: VALUE is the text to parse (op parse) or epoch millis
 op/arg:
   parse PATTERN ${"VALUE"?KIND("PATTERN")?long} (no PATTERN: ${"VALUE"?KIND?long})
@@ -54,9 +57,21 @@ def date_request(kind, value, op, arg):
     return '{"template":' + json.dumps(t) + ',"input":{}}'
 
 
+def string_request(value, op, arg):
+    if op == 'jackson':
+        t = '${UtilClass.toJsonString(input.a)}'
+    elif arg:
+        t = '${input.a?' + op + '(' + json.dumps(arg) + ')}'
+    else:
+        t = '${input.a?' + op + '}'
+    return '{"template":' + json.dumps(t) + ',"input":{"a":' + value + '}}'
+
+
 def request(kind, value, op, arg):
     if kind in ('date', 'time', 'datetime'):
         return date_request(kind, value, op, arg)
+    if kind == 'J':
+        return string_request(value, op, arg)
     x, raw_a = operand(kind, value, 'a')
     raws = {}
     if raw_a is not None:
@@ -94,7 +109,13 @@ def main():
         answers = p.stdout.decode('utf-8').split('\n')
         for (i, cols), answer in zip(rows, answers):
             r = json.loads(answer)
-            cols = cols[:4] + [r['output'] if 'output' in r else 'ERR']
+            if 'output' not in r:
+                out = 'ERR'
+            elif cols[0] == 'J':
+                out = json.dumps(r['output'])
+            else:
+                out = r['output']
+            cols = cols[:4] + [out]
             lines[i] = '\t'.join(cols)
         open(path, 'w', encoding='utf-8').write('\n'.join(lines))
 
