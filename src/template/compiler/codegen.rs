@@ -210,21 +210,19 @@ impl<'s> Gen<'s> {
             NodeKind::Capture(Scope::Global, name) => {
                 self.global(name);
             }
-            NodeKind::Macro { name, params, .. } => {
-                if !self.macros.contains_key(name) {
-                    self.macro_params
-                        .push(params.iter().map(|p| p.name.clone()).collect());
-                    let idx = self.p.macros.len() as u32;
-                    self.macros.insert(name.clone(), idx);
-                    self.p.macros.push(MacroInfo {
-                        name: name.clone(),
-                        pc: 0,
-                        slots: 0,
-                        loops: 0,
-                        params: Vec::new(),
-                        function: false,
-                    });
-                }
+            NodeKind::Macro { name, params, .. } if !self.macros.contains_key(name) => {
+                self.macro_params
+                    .push(params.iter().map(|p| p.name.clone()).collect());
+                let idx = self.p.macros.len() as u32;
+                self.macros.insert(name.clone(), idx);
+                self.p.macros.push(MacroInfo {
+                    name: name.clone(),
+                    pc: 0,
+                    slots: 0,
+                    loops: 0,
+                    params: Vec::new(),
+                    function: false,
+                });
             }
             _ => {}
         }
@@ -461,13 +459,13 @@ impl<'s> Gen<'s> {
                 self.patch(j, h);
             }
             NodeKind::Break => {
-                let Some(b) = self.breakables.last_mut() else {
+                if self.breakables.is_empty() {
                     return self.err(n.begin, "#break must be inside #list or #switch");
-                };
-                let _ = &b.kind;
-                let j = self.p.code.len();
-                self.p.code.push(Instr::Jump(0));
-                self.breakables.last_mut().map(|b| b.breaks.push(j));
+                }
+                let j = self.emit(Instr::Jump(0));
+                if let Some(b) = self.breakables.last_mut() {
+                    b.breaks.push(j);
+                }
             }
             NodeKind::Continue => {
                 let pos = self

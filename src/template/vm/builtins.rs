@@ -682,10 +682,10 @@ fn eval<'a>(
         IsNumber => Value::Bool(matches!(recv, Value::Num(_))),
         IsBoolean => Value::Bool(matches!(recv, Value::Bool(_))),
         IsSequence | IsIndexable => Value::Bool(is_seq(&recv)),
-        IsHash => Value::Bool(match recv {
-            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics => true,
-            _ => false,
-        }),
+        IsHash => Value::Bool(matches!(
+            recv,
+            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics
+        )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
         IsCollection | IsCollectionEx => Value::Bool(false),
         IsEnumerable => Value::Bool(is_seq(&recv)),

@@ -420,7 +420,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             }
             Value::Markup(a, b) => {
                 self.out
-                    .extend_from_slice(self.arena[a as usize..b as usize].as_bytes());
+                    .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]);
             }
             Value::Num(n) => self.write_number(&n, dbg)?,
             Value::Bool(b) => {
@@ -485,7 +485,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             Value::Str(s) => self.scratch.extend_from_slice(s.as_bytes()),
             Value::Arena(a, b) | Value::Markup(a, b) => self
                 .scratch
-                .extend_from_slice(self.arena[a as usize..b as usize].as_bytes()),
+                .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]),
             Value::Num(n) => match &self.settings.number_format {
                 None => n.write_computer(&mut self.scratch),
                 Some(f) => format_number(f, &n, self.settings.comma_decimal, &mut self.scratch)
