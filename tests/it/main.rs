@@ -2,6 +2,7 @@
 
 mod support;
 
+mod conformance;
 mod deliver;
 mod kafka_smoke;
 mod pipeline;
