@@ -586,9 +586,13 @@ fn template_source(
     }
 }
 
-/// `name:line:column: message` plus the offending line and a caret under the column.
+/// `name:line:column: message` plus the offending line and a caret under the column (the
+/// engine's snippet when it gives one, else built here from the source).
 fn compile_problem(e: &template::CompileError, source: &str) -> String {
-    let mut m = e.to_string();
+    if !e.snippet.trim().is_empty() {
+        return e.to_string().trim_end().to_string();
+    }
+    let mut m = format!("{}:{}:{}: {}", e.name, e.line, e.column, e.message);
     if let Some(line) = source.lines().nth(e.line.saturating_sub(1) as usize) {
         let caret_at: usize = line
             .chars()

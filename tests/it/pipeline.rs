@@ -683,3 +683,116 @@ async fn two_processes_in_one_group_share_partitions_and_deliver_everything() {
     assert!(da > 0.0 && db > 0.0, "both members delivered: {da} + {db}");
     assert!(da + db >= N as f64);
 }
+
+/// Amplitude's example event template (examples/templates/event.ftl) on [`event`]`(i, ty)`, as
+/// the reference FreeMarker renders it (`ftl-oracle --amplitude`; checked byte for byte).
+fn rendered_event(i: usize, ty: &str) -> String {
+    format!(
+        "{{\n            \"external_id\" : \"user-{i}\",\n      \"name\" : \"{ty}\",\n      \"time\" : \"2022-02-28 20:07:01.795\",\n      \"properties\" : {{\n            \"email\" : \"user{i}@example.com\"\n      }}\n}}\n"
+    )
+}
+
+/// Amplitude's example users template (examples/templates/user.ftl) on the user of
+/// [`event`]`(i, _)`, as the reference FreeMarker renders it.
+fn rendered_user(user: &str, device: Option<&str>, email: &str) -> String {
+    let device = device
+        .map(|d| format!("      \"device_id\" : \"{d}\",\n"))
+        .unwrap_or_default();
+    format!(
+        "{{\n            \"external_id\" : \"{user}\",\n{device}      \"time\" : \"2022-02-28 20:07:01.795\",\n      \"properties\" : {{\n            \"email\" : \"{email}\"\n      }}\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templated_payloads_and_filters_render_like_freemarker() {
+    let events = unique_topic("pl-fevents", 2).await;
+    let identify = unique_topic("pl-fidentify", 1).await;
+    let dlq = unique_topic("pl-fdlq", 1).await;
+    let braze = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/templates");
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "braze"
+url = "{}"
+[destinations.events]
+event_types = ["purchase"]
+filter = 'input.event_properties.plan == "pro"'
+template = "{templates}/event.ftl"
+[destinations.users]
+template = "{templates}/user.ftl"
+"#,
+        head(&unique_name("pl-fgroup"), &[&events], &[&identify], &dlq),
+        braze.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    // Even i: plan "pro". Only purchases by pro users pass: 0 and 4.
+    produce_many(
+        &events,
+        produce_events(&["purchase", "purchase", "click", "purchase", "purchase"]),
+    )
+    .await;
+    produce_many(
+        &identify,
+        [
+            Outgoing::new(r#"{"user_id":"id-1","user_properties":{"email":"id1@example.com"},"event_time":"2022-02-28 20:07:01.795"}"#),
+            // No event_time: FreeMarker fails on `${input.event_time}`, so this one is
+            // dead-lettered as a render failure, not sent half-rendered.
+            Outgoing::new(r#"{"user_id":"id-2","user_properties":{}}"#),
+        ],
+    )
+    .await;
+
+    // 2 events + 5 users from events + 1 identify.
+    wait_unique(&braze, 8, "braze", &[&hp]).await;
+    let reqs = braze.requests();
+    let track: HashSet<String> = reqs
+        .iter()
+        .filter(|r| r.header("x-hookpipe-type") == Some("events.track"))
+        .map(|r| r.body_str())
+        .collect();
+    let expected: HashSet<String> = [0, 4]
+        .iter()
+        .map(|&i| rendered_event(i, "purchase"))
+        .collect();
+    assert_eq!(track, expected);
+    let users: HashSet<String> = reqs
+        .iter()
+        .filter(|r| r.header("x-hookpipe-type") == Some("events.identify"))
+        .map(|r| r.body_str())
+        .collect();
+    let mut expected: HashSet<String> = (0..5)
+        .map(|i| {
+            rendered_user(
+                &format!("user-{i}"),
+                Some(&format!("device-{i}")),
+                &format!("user{i}@example.com"),
+            )
+        })
+        .collect();
+    expected.insert(rendered_user("id-1", None, "id1@example.com"));
+    assert_eq!(users, expected);
+
+    let dead = read_all(&dlq, 1, WAIT).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", hp.log());
+    assert_eq!(
+        dead[0].header("hookpipe.reason").as_deref(),
+        Some("render_failed")
+    );
+    assert_eq!(
+        dead[0].header("hookpipe.destination").as_deref(),
+        Some("braze")
+    );
+    assert_eq!(
+        dead[0].header("hookpipe.source.topic").as_deref(),
+        Some(identify.as_str())
+    );
+    let letter =
+        hookpipe::retry::DeadLetter::from_json(dead[0].payload.as_deref().unwrap()).unwrap();
+    assert!(letter.reason.contains("event_time"), "{}", letter.reason);
+    assert_eq!(
+        letter.raw.as_deref(),
+        Some(br#"{"user_id":"id-2","user_properties":{}}"#.as_slice())
+    );
+}
