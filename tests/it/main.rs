@@ -2,4 +2,5 @@
 
 mod support;
 
+mod k8s;
 mod kafka_smoke;
