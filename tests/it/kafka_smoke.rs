@@ -102,3 +102,39 @@ async fn creating_an_existing_topic_again_is_accepted() {
     kafka::create_topic(&topic, 2).await;
     assert_eq!(kafka::partition_count(&topic).await, 2);
 }
+
+/// A broker restart (what the fault tests use) keeps the data, and the same clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_broker_restart_keeps_data_and_clients_reconnect() {
+    let private = tokio::task::spawn_blocking(|| kafka::PrivateBroker::start(39192))
+        .await
+        .expect("start private broker");
+    let b = private.broker();
+    assert_eq!(b.bootstrap(), "127.0.0.1:39192");
+    let topic = b.unique_topic("restart", 2).await;
+    let before = (0..50).map(|i| Outgoing::new(format!("before-{i}")).partition(i % 2));
+    b.produce_many(&topic, before).await;
+
+    let handle = tokio::task::spawn_blocking(move || {
+        private.restart();
+        private
+    });
+    let private = handle.await.expect("restart");
+    let b = private.broker();
+
+    let after = (0..50).map(|i| Outgoing::new(format!("after-{i}")).partition(i % 2));
+    let delivered = b.produce_many(&topic, after).await;
+    assert!(
+        delivered.iter().all(|d| d.offset >= 25),
+        "offsets restarted: {delivered:?}"
+    );
+    let records = b.read_all(&topic, 100, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), 100);
+    let payloads: HashSet<String> = records.iter().map(|r| r.payload_str()).collect();
+    assert!(payloads.contains("before-0") && payloads.contains("after-49"));
+    // The shared broker is untouched by all this.
+    assert_ne!(kafka::broker().bootstrap(), b.bootstrap());
+    tokio::task::spawn_blocking(move || drop(private))
+        .await
+        .expect("stop private broker");
+}

@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request body the receiver reads; larger ones are answered 413.
+/// Largest request body a receiver reads unless [`Receiver::with_max_body`] says otherwise;
+/// larger ones are answered 413.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// How the receiver answers one request.
@@ -185,6 +186,7 @@ impl Recorded {
 }
 
 struct Inner {
+    max_body: usize,
     requests: Mutex<Vec<Recorded>>,
     script: Mutex<Script>,
     next_index: AtomicUsize,
@@ -234,6 +236,12 @@ impl Receiver {
 
     /// A receiver that answers as `script` says.
     pub async fn with_script(script: Script) -> Receiver {
+        Receiver::with_max_body(script, MAX_BODY).await
+    }
+
+    /// A receiver that answers as `script` says and reads at most `max_body` bytes of a body
+    /// (a larger body is recorded empty with `body_error` set and answered 413).
+    pub async fn with_max_body(script: Script, max_body: usize) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap_or_else(|e| panic!("binding the HTTP receiver on 127.0.0.1: {e}"));
@@ -241,6 +249,7 @@ impl Receiver {
             .local_addr()
             .unwrap_or_else(|e| panic!("HTTP receiver address: {e}"));
         let inner = Arc::new(Inner {
+            max_body,
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(script),
             next_index: AtomicUsize::new(0),
@@ -364,7 +373,7 @@ async fn handle(
     req: http::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
     let (parts, body) = req.into_parts();
-    let (body, body_error) = match Limited::new(body, MAX_BODY).collect().await {
+    let (body, body_error) = match Limited::new(body, inner.max_body).collect().await {
         Ok(collected) => (collected.to_bytes(), None),
         Err(e) => (Bytes::new(), Some(e.to_string())),
     };
@@ -625,6 +634,25 @@ mod tests {
             .map(|r| (again.0)(r).final_status().unwrap_or(0))
             .collect();
         assert_eq!(replay, statuses);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_recorded_with_its_error_and_answered_413() {
+        let rx = Receiver::with_max_body(Script::always(Reply::ok()), 16).await;
+        let c = client();
+        let (status, _) = post(&c, &rx.url(), &"x".repeat(100)).await.expect("answer");
+        assert_eq!(status, 413);
+        let (status, _) = post(&c, &rx.url(), "small").await.expect("answer");
+        assert_eq!(status, 200);
+        let got = rx.requests();
+        assert_eq!(got.len(), 2);
+        assert!(
+            got[0].body.is_empty() && got[0].body_error.is_some(),
+            "{:?}",
+            got[0]
+        );
+        assert_eq!(got[1].body_str(), "small");
+        assert_eq!(got[1].body_error, None);
     }
 
     #[tokio::test]
