@@ -50,7 +50,7 @@ pub enum Reply {
     },
     /// Wait this long (on tokio's clock, so paused-time tests work), then answer with the inner reply.
     Stall(Duration, Box<Reply>),
-    /// Close the connection without answering.
+    /// Answer nothing: an HTTP/1.1 connection is closed, an HTTP/2 stream is reset.
     Close,
 }
 
@@ -668,6 +668,14 @@ mod tests {
             got.len(),
             1,
             "wait_for returns what arrived when the bound passes"
+        );
+
+        // Close on HTTP/2 resets the stream: the client gets an error, not an answer.
+        rx.set_script(Script::always(Reply::Close));
+        let closed = post(&c, &rx.url(), "{}").await;
+        assert!(
+            closed.is_err(),
+            "a reset stream must not look like an answer: {closed:?}"
         );
     }
 }
