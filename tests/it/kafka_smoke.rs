@@ -106,11 +106,10 @@ async fn creating_an_existing_topic_again_is_accepted() {
 /// A broker restart (what the fault tests use) keeps the data, and the same clients carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_broker_restart_keeps_data_and_clients_reconnect() {
-    let private = tokio::task::spawn_blocking(|| kafka::PrivateBroker::start(39192))
+    let private = tokio::task::spawn_blocking(kafka::PrivateBroker::start_on_free_port)
         .await
         .expect("start private broker");
     let b = private.broker();
-    assert_eq!(b.bootstrap(), "127.0.0.1:39192");
     let topic = b.unique_topic("restart", 2).await;
     let before = (0..50).map(|i| Outgoing::new(format!("before-{i}")).partition(i % 2));
     b.produce_many(&topic, before).await;

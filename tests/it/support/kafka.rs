@@ -196,6 +196,12 @@ impl PrivateBroker {
         }
     }
 
+    /// Starts a private broker on a port pair (broker, controller) that is free right now, so
+    /// concurrent test runs (other checkouts on this machine) do not collide.
+    pub fn start_on_free_port() -> PrivateBroker {
+        PrivateBroker::start(free_port_pair())
+    }
+
     /// The broker, for the same helpers the shared one has ([`Broker::unique_topic`], ...).
     pub fn broker(&self) -> &Broker {
         &self.broker
@@ -215,6 +221,23 @@ impl PrivateBroker {
     pub fn restart(&self) {
         run_script_with(self.port, "restart", PRIVATE_ENV);
     }
+}
+
+/// A port P such that P and P + 1 are both free on 127.0.0.1 (bounded tries).
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", 0)) else {
+            continue;
+        };
+        let Ok(addr) = listener.local_addr() else {
+            continue;
+        };
+        let port = addr.port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of adjacent ports on 127.0.0.1 after 50 tries");
 }
 
 /// Private brokers hold little data: a smaller heap leaves the machine to the shared broker.
