@@ -191,7 +191,8 @@ struct Inner {
     script: Mutex<Script>,
     next_index: AtomicUsize,
     connections: AtomicUsize,
-    count: watch::Sender<usize>,
+    /// (requests recorded, of which chosen to end in a 2xx), published on every record.
+    counts: watch::Sender<(usize, usize)>,
 }
 
 /// The receiver: a server on 127.0.0.1 with an OS-chosen port, stopped on drop.
@@ -254,7 +255,7 @@ impl Receiver {
             script: Mutex::new(script),
             next_index: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
-            count: watch::Sender::new(0),
+            counts: watch::Sender::new((0, 0)),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, inner.clone(), stop.clone()));
@@ -289,7 +290,7 @@ impl Receiver {
 
     /// How many requests have been recorded.
     pub fn count(&self) -> usize {
-        *self.inner.count.borrow()
+        self.inner.counts.borrow().0
     }
 
     /// How many TCP connections have been accepted (keep-alive reuse shows as few connections).
@@ -300,35 +301,27 @@ impl Receiver {
     /// Waits until at least `count` requests are recorded or `timeout` passes, then returns all
     /// recorded requests (fewer than `count` means the timeout passed: assert on the length).
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Recorded> {
-        let mut rx = self.inner.count.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count)).await;
+        let mut rx = self.inner.counts.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(n, _)| *n >= count)).await;
         self.requests()
     }
 
-    /// Waits until at least `count` requests were answered with a 2xx, or `timeout` passes;
-    /// returns those successful requests.
+    /// How many requests the script chose to answer with a 2xx (counted when the reply is
+    /// chosen: a stalled 2xx the client gave up on still counts).
+    pub fn successes(&self) -> usize {
+        self.inner.counts.borrow().1
+    }
+
+    /// Waits until at least `count` requests got a 2xx reply (see [`Receiver::successes`]) or
+    /// `timeout` passes; returns those successful requests, in arrival order.
     pub async fn wait_for_successes(&self, count: usize, timeout: Duration) -> Vec<Recorded> {
-        let mut rx = self.inner.count.subscribe();
-        let successes = |inner: &Inner| -> Vec<Recorded> {
-            lock(&inner.requests)
-                .iter()
-                .filter(|r| r.succeeded())
-                .cloned()
-                .collect()
-        };
-        let inner = self.inner.clone();
-        let _ = tokio::time::timeout(timeout, async {
-            loop {
-                if successes(&inner).len() >= count {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        successes(&self.inner)
+        let mut rx = self.inner.counts.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(_, ok)| *ok >= count)).await;
+        lock(&self.inner.requests)
+            .iter()
+            .filter(|r| r.succeeded())
+            .cloned()
+            .collect()
     }
 }
 
@@ -398,11 +391,14 @@ async fn handle(
         recorded.reply = (script.0)(&recorded);
     }
     let reply = recorded.reply.clone();
+    let succeeded = recorded.succeeded();
     {
         let mut requests = lock(&inner.requests);
         requests.push(recorded);
         let n = requests.len();
-        inner.count.send_replace(n);
+        inner
+            .counts
+            .send_modify(|(total, ok)| (*total, *ok) = (n, *ok + usize::from(succeeded)));
     }
     answer(reply).await
 }
@@ -532,6 +528,7 @@ mod tests {
             rx.wait_for_successes(1, Duration::from_secs(5)).await.len(),
             1
         );
+        assert_eq!((rx.count(), rx.successes()), (3, 1));
     }
 
     #[tokio::test]
