@@ -1,2 +1,7 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod support;
+
 mod conformance;
+mod k8s;
+mod kafka_smoke;
