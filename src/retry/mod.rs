@@ -9,6 +9,7 @@
 //! - [`tier`]: the read side: one consumer per tier waits for each partition's head (paused
 //!   partition, timer on tokio-util's `DelayQueue`), re-attempts, and parks failures again.
 //! - [`topics`]: creates the tier and dead-letter topics at start-up.
+//! - [`replay`]: re-sends dead-lettered deliveries through the same path (`hookpipe replay`).
 //!
 //! `docs/retries.md` states the exact schedules and the record format.
 //!
@@ -18,6 +19,7 @@
 
 pub mod park;
 pub mod record;
+pub mod replay;
 pub mod schedule;
 pub mod tier;
 pub mod topics;

@@ -312,3 +312,93 @@ async fn a_dead_destination_does_not_hold_up_a_healthy_one_in_the_same_tier() {
     );
     stop_all(stop, handles).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_the_selected_dead_letters_with_their_ids() {
+    use hookpipe::retry::record::{ParkedDelivery, FORMAT};
+    use hookpipe::retry::replay::{replay, ReplayFilter};
+    broker();
+    let fixed = Receiver::with_script(Script::always(Reply::ok())).await;
+    let still_down = Receiver::with_script(Script::always(Reply::Status(503))).await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(60)]).unwrap()).await;
+    let letter = |dest: &str, id: &str, at: u64| DeadLetter {
+        format: FORMAT,
+        reason: "2 attempts failed".into(),
+        dead_lettered_unix_ms: at,
+        delivery: Some(ParkedDelivery {
+            format: FORMAT,
+            delivery_id: id.into(),
+            destination: dest.into(),
+            kind: Kind::Identify,
+            body: request(id).body,
+            source: source(9),
+            next_attempt: 2,
+            due_unix_ms: 0,
+            attempts: Vec::new(),
+        }),
+        raw: None,
+    };
+    path.parker.dead_letter(letter("fixed", "r-1", 1_000)).await;
+    path.parker.dead_letter(letter("fixed", "r-2", 2_000)).await;
+    path.parker.dead_letter(letter("fixed", "r-old", 10)).await;
+    path.parker.dead_letter(letter("down", "r-3", 1_500)).await;
+    path.parker.dead_letter(letter("gone", "r-4", 1_500)).await;
+    crate::support::kafka::produce(&path.dead_letter, None, b"{\"malformed\":true}", &[]).await;
+    let clients = HashMap::from([
+        (
+            "fixed".to_string(),
+            Client::new(endpoint("fixed", &fixed.url())).unwrap(),
+        ),
+        (
+            "down".to_string(),
+            Client::new(endpoint("down", &still_down.url())).unwrap(),
+        ),
+    ]);
+    let filter = ReplayFilter {
+        destinations: Vec::new(),
+        since_unix_ms: Some(1_000),
+        until_unix_ms: None,
+    };
+    let report = replay(
+        &broker().client_config(),
+        &path.dead_letter,
+        &filter,
+        &clients,
+        &path.parker,
+        4,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.scanned, 6);
+    assert_eq!(report.not_deliveries, 1);
+    assert_eq!(report.filtered_out, 1, "r-old is before --since");
+    assert_eq!(report.unknown_destination, 1, "gone is not configured");
+    assert_eq!(report.delivered, 2);
+    assert_eq!(
+        report.parked, 1,
+        "down failed again and went back to the tiers"
+    );
+    let mut ids: Vec<String> = fixed
+        .requests()
+        .iter()
+        .map(|r| r.header("x-hookpipe-delivery-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["r-1", "r-2"]);
+    assert!(fixed
+        .requests()
+        .iter()
+        .all(|r| r.header("x-hookpipe-type") == Some("events.identify")));
+    // The re-failed one is parked for attempt 2 in the tier.
+    let tier = read_all(&path.parker.tier_topics()[0], 1, WAIT).await;
+    assert_eq!(tier.len(), 1);
+    let parked =
+        hookpipe::retry::ParkedDelivery::from_json(tier[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (parked.delivery_id.as_str(), parked.next_attempt),
+        ("r-3", 2)
+    );
+    assert_eq!(parked.attempts.len(), 1);
+    assert_eq!(parked.attempts[0].tries.len(), 3);
+}
