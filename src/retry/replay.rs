@@ -254,7 +254,11 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
         num(h.next().unwrap_or(""), 2)?,
         num(h.next().unwrap_or(""), 2)?,
     );
-    if d.next().is_some() || h.next().is_some() || !(1..=12).contains(&mo) || da < 1 || da > 31 {
+    if d.next().is_some()
+        || h.next().is_some()
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&da)
+    {
         return Err(bad());
     }
     if hh > 23 || mm > 59 || ss > 60 || !frac.bytes().all(|b| b.is_ascii_digit()) {
