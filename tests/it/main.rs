@@ -3,5 +3,6 @@
 mod support;
 
 mod deliver;
+mod k8s;
 mod kafka_smoke;
 mod retry;
