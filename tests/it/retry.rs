@@ -402,3 +402,98 @@ async fn replay_resends_the_selected_dead_letters_with_their_ids() {
     assert_eq!(parked.attempts.len(), 1);
     assert_eq!(parked.attempts[0].tries.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_service_is_the_pipelines_failure_path() {
+    use hookpipe::pipeline::settle::{FailedDelivery, Failure, FailurePath, Rejected};
+    use hookpipe::retry::{RetryService, RetrySettings};
+    broker();
+    let rx = Receiver::with_script(Script::fail_first(3, Reply::Status(500))).await;
+    let client = Client::new(endpoint("svc", &rx.url())).unwrap();
+    let prefix = unique_name("svc");
+    let dead_letter = format!("{prefix}-dead");
+    ensure_topics(
+        &broker().client_config(),
+        &[dead_letter.clone()],
+        1,
+        1,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let settings = RetrySettings {
+        schedule: Schedule::new(vec![Duration::from_secs(1); 2]).unwrap(),
+        tier_prefix: prefix.clone(),
+        tier_partitions: 2,
+        ..RetrySettings::new(&prefix)
+    };
+    let shutdown = CancellationToken::new();
+    let (service, tasks) = RetryService::start(
+        &broker().client_config(),
+        &dead_letter,
+        settings,
+        HashMap::from([("svc".to_string(), client.clone())]),
+        Arc::new(hookpipe::telemetry::Telemetry::new()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let failure: Arc<dyn FailurePath> = Arc::new(service);
+
+    // A failed first attempt is parked, then delivered on attempt 2 by the tier consumer.
+    let req = request("svc-1");
+    let outcome = client.attempt(&req).await;
+    assert_eq!(outcome.tries().len(), 3);
+    let src = SourcePosition {
+        topic: "events".into(),
+        partition: 0,
+        offset: 5,
+    };
+    failure
+        .park(FailedDelivery {
+            destination: "svc".into(),
+            request: req.clone(),
+            source: src.clone(),
+            failure: Failure::Attempt {
+                tries: outcome.tries().to_vec(),
+            },
+        })
+        .await;
+    let got = rx.wait_for_successes(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-hookpipe-delivery-id"), Some("svc-1"));
+    assert_eq!(got[0].header("x-hookpipe-attempt"), Some("2"));
+
+    // Render failures and malformed messages go straight to the dead-letter topic.
+    failure
+        .park(FailedDelivery {
+            destination: "svc".into(),
+            request: request("svc-render"),
+            source: src.clone(),
+            failure: Failure::Render {
+                error: "1:3 boom".into(),
+            },
+        })
+        .await;
+    failure
+        .reject(Rejected {
+            source: src.clone(),
+            reason: "invalid_json",
+            detail: "not JSON".into(),
+            payload: Bytes::from_static(b"{oops"),
+        })
+        .await;
+    let letters = read_all(&dead_letter, 2, WAIT).await;
+    assert_eq!(letters.len(), 2);
+    let reasons: Vec<Option<String>> = letters
+        .iter()
+        .map(|r| r.header("hookpipe.reason"))
+        .collect();
+    assert_eq!(
+        reasons,
+        [Some("render_failed".into()), Some("invalid_json".into())]
+    );
+
+    shutdown.cancel();
+    assert_eq!(tasks.join(WAIT).await, Vec::<String>::new());
+}
