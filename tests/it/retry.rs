@@ -414,7 +414,7 @@ async fn the_retry_service_is_the_pipelines_failure_path() {
     let dead_letter = format!("{prefix}-dead");
     ensure_topics(
         &broker().client_config(),
-        &[dead_letter.clone()],
+        std::slice::from_ref(&dead_letter),
         1,
         1,
         WAIT,
