@@ -497,3 +497,54 @@ async fn the_retry_service_is_the_pipelines_failure_path() {
     shutdown.cancel();
     assert_eq!(tasks.join(WAIT).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_killed_mid_attempt_repeats_that_attempt_after_restart() {
+    broker();
+    // Attempt 1: 400. Attempt 2, first time: the receiver sits on it for 3 s (the tier is killed
+    // meanwhile). Then: 200.
+    let rx = Receiver::with_script(Script::sequence(
+        vec![
+            Reply::Status(400),
+            Reply::Stall(Duration::from_secs(3), Box::new(Reply::ok())),
+        ],
+        Reply::ok(),
+    ))
+    .await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(1)]).unwrap()).await;
+    let ep = Endpoint {
+        request_timeout: Duration::from_secs(10),
+        ..endpoint("slow", &rx.url())
+    };
+    let client = Client::new(ep).unwrap();
+    let clients = HashMap::from([("slow".to_string(), client.clone())]);
+    let req = request("kill-1");
+    let outcome = client.attempt(&req).await;
+    path.parker
+        .first_attempt_failed("slow", &req, source(3), outcome.tries().to_vec())
+        .await;
+    let (_stop, handles) = path.start_tiers(&clients);
+    // Attempt 2 has reached the receiver: kill the tier consumers (no graceful stop).
+    assert_eq!(rx.wait_for(2, WAIT).await.len(), 2);
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        let _ = tokio::time::timeout(WAIT, h)
+            .await
+            .expect("aborted task ends");
+    }
+    // A new consumer in the same group repeats attempt 2: nothing is skipped.
+    let (stop, handles) = path.start_tiers(&clients);
+    let got = rx.wait_for(3, WAIT).await;
+    assert!(got.len() >= 3, "attempt 2 repeated after the kill");
+    assert!(got
+        .iter()
+        .all(|r| r.header("x-hookpipe-delivery-id") == Some("kill-1")));
+    assert_eq!(got[2].header("x-hookpipe-attempt"), Some("2"));
+    assert!(got[2].succeeded());
+    stop_all(stop, handles).await;
+    assert!(read_all(&path.dead_letter, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
+}
