@@ -3,5 +3,7 @@
 mod support;
 
 mod conformance;
+mod deliver;
 mod k8s;
 mod kafka_smoke;
+mod retry;
