@@ -6,4 +6,5 @@ mod conformance;
 mod deliver;
 mod k8s;
 mod kafka_smoke;
+mod pipeline;
 mod retry;
