@@ -91,7 +91,7 @@ impl Window {
         }
         let ms = parse_duration(text)?.as_millis();
         let ms = u64::try_from(ms).unwrap_or(u64::MAX);
-        if ms < 1000 || ms > DAY_MS || DAY_MS % ms != 0 {
+        if !(1000..=DAY_MS).contains(&ms) || DAY_MS % ms != 0 {
             return Err(format!(
                 "{text:?} is not a window: use realtime, hourly, daily, or a length of at \
                  least 1s that divides a day (1m, 5m, 15m, 2h, ...)"

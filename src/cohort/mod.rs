@@ -13,19 +13,22 @@
 //!
 //! A chunk is cut into [`Batch`]es of at most [`BatchSize`] users, entering users first, with
 //! `message_id = <change id>::enter|exit::<batch index>`. [`payload`] writes a batch as Amplitude's
-//! default cohort payload (which is also the template's `input` document). Nothing here knows of
-//! Kafka or HTTP.
+//! default cohort payload (which is also the template's `input` document), and [`route`] turns a
+//! chunk into one destination's delivery requests. Nothing here knows of Kafka, and nothing here
+//! sends HTTP.
 
 pub mod batch;
 pub mod config;
 pub mod input;
 pub mod json;
 pub mod payload;
+pub mod route;
 pub mod window;
 
 pub use batch::{Batch, BatchSize, Batches, MessageId};
 pub use config::{CohortSettings, RawCohortSettings, Window};
 pub use input::{Chunk, DecodeError, Header, Membership, User};
+pub use route::{CohortRoute, Renderer};
 pub use window::{ClosedWindow, Late, WindowAggregator};
 
 use std::time::Duration;

@@ -241,9 +241,14 @@ pub fn window_change_id(scope: &str, cohort_id: &str, length_ms: i64, start_ms: 
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    let d = h.finalize();
+    uuid_from_digest(&h.finalize())
+}
+
+/// Formats the first 16 bytes of a digest as a version-8 UUID (RFC 9562): hookpipe's ids are
+/// hashes of what they name, so they never change.
+pub(super) fn uuid_from_digest(digest: &[u8]) -> String {
     let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
+    b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0f) | 0x80;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
