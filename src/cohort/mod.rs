@@ -23,12 +23,14 @@ pub mod input;
 pub mod json;
 pub mod payload;
 pub mod route;
+pub mod settle;
 pub mod window;
 
 pub use batch::{Batch, BatchSize, Batches, MessageId};
 pub use config::{CohortSettings, RawCohortSettings, Window};
 pub use input::{Chunk, DecodeError, Header, Membership, User};
 pub use route::{CohortRoute, Renderer};
+pub use settle::MembershipPartition;
 pub use window::{ClosedWindow, Late, WindowAggregator};
 
 use std::time::Duration;

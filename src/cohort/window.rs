@@ -120,6 +120,13 @@ impl<S> WindowAggregator<S> {
         self.open.len()
     }
 
+    /// If an event observed at `at_ms` would be late, the boundary before which windows are
+    /// closed.
+    pub fn closed_before(&self, at_ms: i64) -> Option<i64> {
+        let start = at_ms.div_euclid(self.length_ms) * self.length_ms;
+        (start < self.closed_before).then_some(self.closed_before)
+    }
+
     /// Adds an event observed at `at_ms` (which picks its window). Fails, returning the event,
     /// when that window was already closed.
     #[allow(clippy::result_large_err)]
