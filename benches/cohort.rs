@@ -1,12 +1,49 @@
 //! Cohort batching throughput: a 1,000,000-user change (700,000 entering, 300,000 leaving, 10%
 //! with user properties) cut into batches of 1,000 and written as default payloads, from decoded
-//! chunks and from the Kafka message bytes. Each run asserts how many users and payloads it
+//! chunks and from the Kafka message bytes, and rendered with the seed `#sep` template. Plus one
+//! 1,000-user batch rendered by hookpipe's engine beside minijinja. Each run asserts what it
 //! wrote, so it cannot measure a no-op. Memory: one chunk (10,000 users per direction here) and
 //! one reused payload buffer; nothing grows with the cohort.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hookpipe::cohort::{payload, BatchSize, Chunk};
+use hookpipe::cohort::config::CohortFilter;
+use hookpipe::cohort::{payload, BatchSize, Chunk, CohortRoute, Renderer};
+use hookpipe::template::{Options, Template};
+
+/// Amplitude's documented cohort template (conformance case 480).
+const SEED_TEMPLATE: &str = r#"{
+    "cohort_name": "${input.cohort_name}",
+    "cohort_id": "${input.cohort_id}",
+    "in_cohort": ${input.in_cohort?c},
+    "computed_time": "${input.computed_time}",
+     "message_id": "${input.message_id}",
+    "users": [
+     <#list input.users as user>
+     {
+         "user_id": "${user.user_id}"
+      }<#sep>,
+     </#list>
+    ]
+}
+"#;
+
+/// The same template in Jinja syntax, for the comparison.
+const JINJA_TEMPLATE: &str = r#"{
+    "cohort_name": "{{ input.cohort_name }}",
+    "cohort_id": "{{ input.cohort_id }}",
+    "in_cohort": {{ input.in_cohort }},
+    "computed_time": "{{ input.computed_time }}",
+     "message_id": "{{ input.message_id }}",
+    "users": [
+     {% for user in input.users %}
+     {
+         "user_id": "{{ user.user_id }}"
+      }{% if not loop.last %},{% endif %}
+     {% endfor %}
+    ]
+}
+"#;
 
 const ENTERED: usize = 700_000;
 const EXITED: usize = 300_000;
@@ -84,6 +121,57 @@ fn bench(c: &mut Criterion) {
             }
             check(tally);
             tally
+        })
+    });
+    let route = CohortRoute {
+        destination: "bench".into(),
+        cohorts: CohortFilter::All,
+        batch_size: BatchSize::DEFAULT,
+        template: Some(Template::compile("seed", SEED_TEMPLATE, &Options::default()).unwrap()),
+    };
+    let mut renderer = Renderer::default();
+    g.bench_function("batch_seed_template/hookpipe", |b| {
+        b.iter(|| {
+            let (mut users, mut payloads, mut bytes) = (0, 0, 0);
+            for chunk in &chunks {
+                renderer.render_chunk(chunk, &route, |r| {
+                    let r = r.unwrap();
+                    users += r.users;
+                    payloads += 1;
+                    bytes += r.request.body.len();
+                });
+            }
+            check((users, payloads, bytes));
+            bytes
+        })
+    });
+    g.finish();
+
+    // One batch of 1,000 users, one render, hookpipe beside minijinja.
+    let batch = chunks[0].batches(BatchSize::DEFAULT).next().unwrap();
+    let last = &batch.users[999].user_id;
+    let mut doc = BytesMut::new();
+    payload::write_template_input(&batch, &mut doc);
+    let ctx: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    let mut env = minijinja::Environment::new();
+    env.add_template("seed", JINJA_TEMPLATE).unwrap();
+    let jinja = env.get_template("seed").unwrap();
+    let mut g = c.benchmark_group("render/cohort_1000");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("hookpipe", |b| {
+        b.iter(|| {
+            let r = renderer.render(&batch, &route).unwrap();
+            assert!(std::str::from_utf8(&r.request.body)
+                .unwrap()
+                .contains(last.as_str()));
+            r.request.body.len()
+        })
+    });
+    g.bench_function("minijinja", |b| {
+        b.iter(|| {
+            let out = jinja.render(minijinja::context! { input => &ctx }).unwrap();
+            assert!(out.contains(last.as_str()));
+            out.len()
         })
     });
     g.finish();
