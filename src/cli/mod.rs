@@ -1,3 +1,5 @@
 //! The `hookpipe` commands. Each submodule owns one subcommand: its `Args` (clap) and its `main`.
 
+pub mod check;
 pub mod render;
+pub mod run;

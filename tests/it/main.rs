@@ -1,3 +1,9 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod support;
+
 mod cohort;
 mod conformance;
+mod deliver;
+mod kafka_smoke;
+mod retry;
