@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cohort;
 mod conformance;
 mod deliver;
 mod k8s;
