@@ -15,8 +15,9 @@
 //!   [`TierLimits::in_flight`] in all, so a dead destination (each of its attempts taking up to its
 //!   4 s budget plus a request timeout) uses only its share while healthy destinations keep going.
 //! - Queued records are bounded by [`TierLimits::queued`]: past it, every partition is paused until
-//!   the queues drain to half. Held heads are bounded by what librdkafka prefetched before the
-//!   pause (`queued.max.messages.kbytes`, set low for tiers).
+//!   the queues drain to half. Held records are bounded by what was already handed out before the
+//!   pause (librdkafka purges a paused partition's prefetch; `queued.max.messages.kbytes` is set
+//!   low for tiers anyway).
 //! - Limit: when one dead destination alone fills [`TierLimits::queued`], the whole tier pauses
 //!   until its attempts drain the queue; healthy destinations' retries in that tier wait behind it
 //!   (their first attempts, in the pipeline, are not affected).
@@ -233,10 +234,12 @@ impl Tier {
             self.apply_assignments();
             self.start_jobs();
             self.sync_pauses();
-            let can_read = !self.saturated;
+            // Always awaiting `recv`, even with every partition paused: the stream consumer's
+            // wake-ups keep librdkafka's max.poll.interval.ms satisfied during long waits, so
+            // the tier stays in its group while it holds a head for 75 minutes.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv(), if can_read => match message {
+                message = self.consumer.recv() => match message {
                     Ok(m) => {
                         let (partition, offset) = (m.partition(), m.offset());
                         let payload = m.payload().unwrap_or_default().to_vec();

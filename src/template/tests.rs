@@ -264,3 +264,120 @@ fn value_stays_small() {
     // Values are copied on every instruction; keep them within one cache line.
     assert!(std::mem::size_of::<vm::value::Value<'_>>() <= 64);
 }
+
+/// Mutates seed templates at random (bytes inserted, deleted, swapped; FTL fragments spliced in)
+/// and checks that compiling and rendering never panics. `HOOKPIPE_MUTATIONS` raises the count.
+#[test]
+fn random_mutations_never_panic() {
+    const SEEDS: &[&str] = &[
+        "<#list input.users as u>${u.id}<#sep>,</#list>",
+        "<#if input.a??>${input.a?upper_case}<#elseif input.b>x<#else>${input.c!\"d\"}</#if>",
+        "<#macro m a b=2><#nested a, b></#macro><@m 1; x, y>${x + y}</@m>",
+        "<#function f n><#return n * 2></#function>${f(3)} ${[1,2,3]?map(x -> x * 2)?join(\",\")}",
+        "<#switch input.n><#case 1>one<#break><#default>d</#switch>${(1..3)?size}",
+        "{\n  <#list input.h as k, v>\n  \"${k}\": ${v?c}<#sep>,\n  </#list>\n}\n",
+        "<#assign x = {\"a\": [1, 2.5, \"s\"]}>${x.a[1]} ${x?keys?join(\"\")} ${\"a${1}b\"}",
+        "[#ftl][#list 1..3 as i]${i}[/#list] <#compress>  a  b </#compress><#t>",
+        "${input.t?datetime(\"yyyy-MM-dd\")?string(\"dd.MM\")} ${1/3} ${-1.5?round}",
+    ];
+    const FRAGMENTS: &[&str] = &[
+        "<#if ",
+        "</#if>",
+        "<#list ",
+        " as ",
+        "</#list>",
+        "${",
+        "}",
+        "?",
+        "!",
+        "??",
+        "(",
+        ")",
+        "[",
+        "]",
+        "<#macro ",
+        "<@",
+        "/>",
+        "<#--",
+        "-->",
+        "..",
+        "->",
+        "\"",
+        "'",
+        "\\",
+        "<#sep>",
+        "<#else>",
+        "<#nested>",
+        "<#return>",
+        "${x",
+        "1",
+        "input",
+        ".",
+        ",",
+        "\n",
+        "\r",
+        "<#t>",
+        "?string(",
+        "?then(",
+        "<#assign ",
+        "=",
+        "+",
+        "<#break>",
+        "<#items as i>",
+        "[#if ",
+    ];
+    let n: usize = std::env::var("HOOKPIPE_MUTATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
+    let seed = std::env::var("HOOKPIPE_MUTATION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let inputs = [
+        r#"{"users":[{"id":1},{"id":"b"}],"a":"x","b":true,"c":null,"n":1,"h":{"k":1},"t":"2020-01-02"}"#,
+        "{}",
+        r#"{"users":"str","a":[1],"b":{"x":1},"n":"1","h":[],"t":5}"#,
+    ];
+    let options = Options {
+        fuel: 20_000,
+        max_output: 4096,
+        ..Options::default()
+    };
+    for _ in 0..n {
+        let mut src: Vec<u8> = SEEDS[rng.usize(..SEEDS.len())].as_bytes().to_vec();
+        for _ in 0..rng.usize(1..6) {
+            let at = rng.usize(..=src.len());
+            match rng.u8(..4) {
+                0 => {
+                    let f = FRAGMENTS[rng.usize(..FRAGMENTS.len())];
+                    src.splice(at..at, f.bytes());
+                }
+                1 if at < src.len() => {
+                    let end = (at + rng.usize(1..8)).min(src.len());
+                    src.drain(at..end);
+                }
+                2 if at < src.len() => src[at] = rng.u8(32..127),
+                _ => {
+                    let other = SEEDS[rng.usize(..SEEDS.len())].as_bytes();
+                    let from = rng.usize(..other.len());
+                    let end = (from + rng.usize(1..20)).min(other.len());
+                    src.splice(at..at, other[from..end].iter().copied());
+                }
+            }
+        }
+        let Ok(text) = String::from_utf8(src) else {
+            continue;
+        };
+        let Ok(t) = Template::compile("fuzz", &text, &options) else {
+            continue;
+        };
+        for json in inputs {
+            let mut bytes = json.as_bytes().to_vec();
+            let tape = simd_json::to_tape(&mut bytes).expect("valid input");
+            let mut out = BytesMut::new();
+            let _ = t.render(&mut RenderState::default(), tape.as_value(), &mut out);
+        }
+    }
+}

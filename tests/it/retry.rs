@@ -312,3 +312,239 @@ async fn a_dead_destination_does_not_hold_up_a_healthy_one_in_the_same_tier() {
     );
     stop_all(stop, handles).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_the_selected_dead_letters_with_their_ids() {
+    use hookpipe::retry::record::{ParkedDelivery, FORMAT};
+    use hookpipe::retry::replay::{replay, ReplayFilter};
+    broker();
+    let fixed = Receiver::with_script(Script::always(Reply::ok())).await;
+    let still_down = Receiver::with_script(Script::always(Reply::Status(503))).await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(60)]).unwrap()).await;
+    let letter = |dest: &str, id: &str, at: u64| DeadLetter {
+        format: FORMAT,
+        reason: "2 attempts failed".into(),
+        dead_lettered_unix_ms: at,
+        delivery: Some(ParkedDelivery {
+            format: FORMAT,
+            delivery_id: id.into(),
+            destination: dest.into(),
+            kind: Kind::Identify,
+            body: request(id).body,
+            source: source(9),
+            next_attempt: 2,
+            due_unix_ms: 0,
+            attempts: Vec::new(),
+        }),
+        raw: None,
+    };
+    path.parker.dead_letter(letter("fixed", "r-1", 1_000)).await;
+    path.parker.dead_letter(letter("fixed", "r-2", 2_000)).await;
+    path.parker.dead_letter(letter("fixed", "r-old", 10)).await;
+    path.parker.dead_letter(letter("down", "r-3", 1_500)).await;
+    path.parker.dead_letter(letter("gone", "r-4", 1_500)).await;
+    crate::support::kafka::produce(&path.dead_letter, None, b"{\"malformed\":true}", &[]).await;
+    let clients = HashMap::from([
+        (
+            "fixed".to_string(),
+            Client::new(endpoint("fixed", &fixed.url())).unwrap(),
+        ),
+        (
+            "down".to_string(),
+            Client::new(endpoint("down", &still_down.url())).unwrap(),
+        ),
+    ]);
+    let filter = ReplayFilter {
+        destinations: Vec::new(),
+        since_unix_ms: Some(1_000),
+        until_unix_ms: None,
+    };
+    let report = replay(
+        &broker().client_config(),
+        &path.dead_letter,
+        &filter,
+        &clients,
+        &path.parker,
+        4,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.scanned, 6);
+    assert_eq!(report.not_deliveries, 1);
+    assert_eq!(report.filtered_out, 1, "r-old is before --since");
+    assert_eq!(report.unknown_destination, 1, "gone is not configured");
+    assert_eq!(report.delivered, 2);
+    assert_eq!(
+        report.parked, 1,
+        "down failed again and went back to the tiers"
+    );
+    let mut ids: Vec<String> = fixed
+        .requests()
+        .iter()
+        .map(|r| r.header("x-hookpipe-delivery-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["r-1", "r-2"]);
+    assert!(fixed
+        .requests()
+        .iter()
+        .all(|r| r.header("x-hookpipe-type") == Some("events.identify")));
+    // The re-failed one is parked for attempt 2 in the tier.
+    let tier = read_all(&path.parker.tier_topics()[0], 1, WAIT).await;
+    assert_eq!(tier.len(), 1);
+    let parked =
+        hookpipe::retry::ParkedDelivery::from_json(tier[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (parked.delivery_id.as_str(), parked.next_attempt),
+        ("r-3", 2)
+    );
+    assert_eq!(parked.attempts.len(), 1);
+    assert_eq!(parked.attempts[0].tries.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_service_is_the_pipelines_failure_path() {
+    use hookpipe::pipeline::settle::{FailedDelivery, Failure, FailurePath, Rejected};
+    use hookpipe::retry::{RetryService, RetrySettings};
+    broker();
+    let rx = Receiver::with_script(Script::fail_first(3, Reply::Status(500))).await;
+    let client = Client::new(endpoint("svc", &rx.url())).unwrap();
+    let prefix = unique_name("svc");
+    let dead_letter = format!("{prefix}-dead");
+    ensure_topics(
+        &broker().client_config(),
+        std::slice::from_ref(&dead_letter),
+        1,
+        1,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let settings = RetrySettings {
+        schedule: Schedule::new(vec![Duration::from_secs(1); 2]).unwrap(),
+        tier_prefix: prefix.clone(),
+        tier_partitions: 2,
+        ..RetrySettings::new(&prefix)
+    };
+    let shutdown = CancellationToken::new();
+    let (service, tasks) = RetryService::start(
+        &broker().client_config(),
+        &dead_letter,
+        settings,
+        HashMap::from([("svc".to_string(), client.clone())]),
+        Arc::new(hookpipe::telemetry::Telemetry::new()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let failure: Arc<dyn FailurePath> = Arc::new(service);
+
+    // A failed first attempt is parked, then delivered on attempt 2 by the tier consumer.
+    let req = request("svc-1");
+    let outcome = client.attempt(&req).await;
+    assert_eq!(outcome.tries().len(), 3);
+    let src = SourcePosition {
+        topic: "events".into(),
+        partition: 0,
+        offset: 5,
+    };
+    failure
+        .park(FailedDelivery {
+            destination: "svc".into(),
+            request: req.clone(),
+            source: src.clone(),
+            failure: Failure::Attempt {
+                tries: outcome.tries().to_vec(),
+            },
+        })
+        .await;
+    let got = rx.wait_for_successes(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-hookpipe-delivery-id"), Some("svc-1"));
+    assert_eq!(got[0].header("x-hookpipe-attempt"), Some("2"));
+
+    // Render failures and malformed messages go straight to the dead-letter topic.
+    failure
+        .park(FailedDelivery {
+            destination: "svc".into(),
+            request: request("svc-render"),
+            source: src.clone(),
+            failure: Failure::Render {
+                error: "1:3 boom".into(),
+            },
+        })
+        .await;
+    failure
+        .reject(Rejected {
+            source: src.clone(),
+            reason: "invalid_json",
+            detail: "not JSON".into(),
+            payload: Bytes::from_static(b"{oops"),
+        })
+        .await;
+    let letters = read_all(&dead_letter, 2, WAIT).await;
+    assert_eq!(letters.len(), 2);
+    let reasons: Vec<Option<String>> = letters
+        .iter()
+        .map(|r| r.header("hookpipe.reason"))
+        .collect();
+    assert_eq!(
+        reasons,
+        [Some("render_failed".into()), Some("invalid_json".into())]
+    );
+
+    shutdown.cancel();
+    assert_eq!(tasks.join(WAIT).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_killed_mid_attempt_repeats_that_attempt_after_restart() {
+    broker();
+    // Attempt 1: 400. Attempt 2, first time: the receiver sits on it for 3 s (the tier is killed
+    // meanwhile). Then: 200.
+    let rx = Receiver::with_script(Script::sequence(
+        vec![
+            Reply::Status(400),
+            Reply::Stall(Duration::from_secs(3), Box::new(Reply::ok())),
+        ],
+        Reply::ok(),
+    ))
+    .await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(1)]).unwrap()).await;
+    let ep = Endpoint {
+        request_timeout: Duration::from_secs(10),
+        ..endpoint("slow", &rx.url())
+    };
+    let client = Client::new(ep).unwrap();
+    let clients = HashMap::from([("slow".to_string(), client.clone())]);
+    let req = request("kill-1");
+    let outcome = client.attempt(&req).await;
+    path.parker
+        .first_attempt_failed("slow", &req, source(3), outcome.tries().to_vec())
+        .await;
+    let (_stop, handles) = path.start_tiers(&clients);
+    // Attempt 2 has reached the receiver: kill the tier consumers (no graceful stop).
+    assert_eq!(rx.wait_for(2, WAIT).await.len(), 2);
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        let _ = tokio::time::timeout(WAIT, h)
+            .await
+            .expect("aborted task ends");
+    }
+    // A new consumer in the same group repeats attempt 2: nothing is skipped.
+    let (stop, handles) = path.start_tiers(&clients);
+    let got = rx.wait_for(3, WAIT).await;
+    assert!(got.len() >= 3, "attempt 2 repeated after the kill");
+    assert!(got
+        .iter()
+        .all(|r| r.header("x-hookpipe-delivery-id") == Some("kill-1")));
+    assert_eq!(got[2].header("x-hookpipe-attempt"), Some("2"));
+    assert!(got[2].succeeded());
+    stop_all(stop, handles).await;
+    assert!(read_all(&path.dead_letter, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
+}
