@@ -331,3 +331,58 @@ fn templates_and_filters_compile_relative_to_the_config_file() {
     let ev = c.destinations[0].events.as_ref().unwrap();
     assert!(ev.filter.is_some() && ev.template.is_some());
 }
+
+#[test]
+fn retry_defaults_to_amplitudes_schedule_and_can_be_compressed_or_disabled() {
+    let c = ok(MINIMAL);
+    let r = c.retry.expect("retry tiers on by default");
+    assert_eq!(r.schedule.attempts(), 10);
+    assert_eq!(r.schedule.span(), Duration::from_secs(4 * 3600));
+    assert_eq!(r.group_id, "hookpipe-retry");
+    assert_eq!(r.tier_prefix, "hookpipe-retry");
+    assert!(r.create_topics);
+    let c = ok(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nwaits = [\"1s\", \"2s\", \"1s\"]\ngroup_id = \"tiers\"\n[[destinations]]",
+    ));
+    let r = c.retry.unwrap();
+    assert_eq!(r.schedule.attempts(), 4);
+    assert_eq!(r.schedule.tiers().len(), 2);
+    assert_eq!(r.group_id, "tiers");
+    let c = ok(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nenabled = false\n[[destinations]]",
+    ));
+    assert!(c.retry.is_none());
+}
+
+#[test]
+fn retry_problems_are_reported_with_the_rest() {
+    let all = problems(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nwaits = [\"soon\", \"0s\"]\ntier_partitions = 0\ngroup_id = \"hookpipe\"\n[[destinations]]",
+    ));
+    for e in [
+        "retry.waits[0]: invalid duration \"soon\"",
+        "retry.waits[1]: must be greater than zero",
+        "retry.tier_partitions: must be at least 1",
+        "retry.group_id: must differ from kafka.group_id",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {all:#?}"
+        );
+    }
+    let all = problems(
+        &MINIMAL
+            .replace("dead_letter = \"dlq\"", "dead_letter = \"t-1m\"")
+            .replace(
+                "[[destinations]]",
+                "[retry]\nwaits = [\"1m\"]\ntier_prefix = \"t\"\n[[destinations]]",
+            ),
+    );
+    assert_eq!(
+        all,
+        vec!["retry.tier_prefix: tier topic \"t-1m\" is also an input or dead-letter topic"]
+    );
+}

@@ -162,7 +162,8 @@ impl Drop for Hookpipe {
     }
 }
 
-/// The config's head: Kafka, topics, fast commits, metrics on `{METRICS}`.
+/// The config's head: Kafka, topics, fast commits, metrics on `{METRICS}`, and retry tiers of
+/// this test's own (two attempts, one second apart).
 fn head(group: &str, events: &[&str], identify: &[&str], dead_letter: &str) -> String {
     format!(
         r#"
@@ -184,8 +185,13 @@ drain_timeout = "20s"
 commit_interval = "200ms"
 [telemetry]
 listen = "127.0.0.1:{{METRICS}}"
+[retry]
+waits = ["1s"]
+tier_prefix = "{tiers}"
+tier_partitions = 1
 "#,
-        broker().bootstrap()
+        broker().bootstrap(),
+        tiers = unique_name("pl-tier"),
     )
 }
 
@@ -484,8 +490,8 @@ event_types = ["purchase"]
         assert!(letter.delivery.is_none());
     }
     let failed = by_reason
-        .get("attempt_failed")
-        .expect("failed delivery dead-lettered");
+        .get("attempts_exhausted")
+        .expect("failed delivery dead-lettered after its attempts");
     assert_eq!(
         failed.header("hookpipe.destination").as_deref(),
         Some("rejecting")
@@ -494,17 +500,28 @@ event_types = ["purchase"]
         hookpipe::retry::DeadLetter::from_json(failed.payload.as_deref().unwrap()).unwrap();
     let delivery = letter.delivery.expect("the delivery with its tries");
     assert_eq!(delivery.body.as_ref(), event(8, "purchase").as_bytes());
-    assert_eq!(delivery.attempts.len(), 1);
-    assert_eq!(delivery.attempts[0].tries[0].status, Some(400));
+    assert_eq!(
+        delivery.attempts.len(),
+        2,
+        "two attempts (schedule: one wait)"
+    );
+    assert!(delivery.all_tries().all(|t| t.status == Some(400)));
     assert_eq!(
         Some(delivery.delivery_id.clone()),
         failed.header("hookpipe.delivery_id")
     );
     assert_eq!(
-        rejecting.requests()[0].header("x-hookpipe-delivery-id"),
-        Some(delivery.delivery_id.as_str()),
-        "the dead letter carries the id the receiver saw"
+        rejecting.count(),
+        2,
+        "a 400 is not retried within an attempt"
     );
+    for r in rejecting.requests() {
+        assert_eq!(
+            r.header("x-hookpipe-delivery-id"),
+            Some(delivery.delivery_id.as_str()),
+            "every attempt and the dead letter carry one id"
+        );
+    }
     // Valid messages still flowed, and everything settled: all five offsets are committed.
     wait_unique(&ok, 2, "ok", &[&hp]).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -795,4 +812,51 @@ template = "{templates}/user.ftl"
         letter.raw.as_deref(),
         Some(br#"{"user_id":"id-2","user_properties":{}}"#.as_slice())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_attempts_are_parked_and_retried_with_the_same_id() {
+    let events = unique_topic("pl-revents", 1).await;
+    let dlq = unique_topic("pl-rdlq", 1).await;
+    // Three 500s: the whole first attempt (three tries) fails; the second attempt succeeds.
+    let flaky = Receiver::with_script(Script::fail_first(3, Reply::Status(500))).await;
+    let healthy = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("pl-rgroup");
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"flaky\"\nurl = \"{}\"\n[destinations.events]\n[[destinations]]\nname = \"healthy\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&group, &[&events], &[], &dlq),
+        flaky.url(),
+        healthy.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    produce_many(&events, produce_events(&["purchase"])).await;
+    wait_unique(&healthy, 1, "healthy", &[&hp]).await;
+    // The source offset is committed once the failed delivery is parked durably, before the
+    // retry succeeds.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while committed_offsets(&group, &events)
+        .await
+        .get(&0)
+        .copied()
+        .flatten()
+        != Some(1)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not committed; log:\n{}",
+            hp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = flaky.wait_for_successes(1, WAIT).await;
+    assert_eq!(ok.len(), 1, "log:\n{}", hp.log());
+    let reqs = flaky.requests();
+    assert_eq!(reqs.len(), 4, "three tries, then one on the second attempt");
+    let ids: HashSet<_> = reqs
+        .iter()
+        .map(|r| r.header("x-hookpipe-delivery-id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one id across tries and attempts");
+    assert_eq!(ok[0].body_str(), event(0, "purchase"));
 }
