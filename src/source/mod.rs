@@ -85,14 +85,20 @@ pub fn client_config(kafka: &config::Kafka) -> ClientConfig {
     c
 }
 
+/// (topic, partition).
+type PartitionKey = (Arc<str>, i32);
+
+/// Trackers of the assigned partitions.
+type TrackerMap = HashMap<PartitionKey, Arc<PartitionTracker>>;
+
 /// The partitions currently assigned to this process, with their trackers.
 #[derive(Debug, Default)]
 struct Assigned {
-    map: Mutex<HashMap<(Arc<str>, i32), Arc<PartitionTracker>>>,
+    map: Mutex<TrackerMap>,
 }
 
 impl Assigned {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), Arc<PartitionTracker>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -289,7 +295,7 @@ impl Source {
     /// `shards[tracker.shard(shards.len())]`, pausing partitions whose worker is full, and
     /// committing settled watermarks every `commit_interval`.
     pub async fn run(&self, shards: &[mpsc::Sender<SourceMessage>], shutdown: &CancellationToken) {
-        let mut stash: HashMap<(Arc<str>, i32), VecDeque<SourceMessage>> = HashMap::new();
+        let mut stash: HashMap<PartitionKey, VecDeque<SourceMessage>> = HashMap::new();
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stash_tick = tokio::time::interval(STASH_RETRY);
@@ -331,7 +337,7 @@ impl Source {
     fn dispatch(
         &self,
         msg: SourceMessage,
-        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
         shards: &[mpsc::Sender<SourceMessage>],
     ) {
         let key = (msg.topic.clone(), msg.partition);
@@ -355,7 +361,7 @@ impl Source {
 
     fn flush(
         &self,
-        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
         shards: &[mpsc::Sender<SourceMessage>],
     ) {
         stash.retain(|(topic, partition), queue| {
