@@ -860,3 +860,74 @@ async fn failed_first_attempts_are_parked_and_retried_with_the_same_id() {
     assert_eq!(ids.len(), 1, "one id across tries and attempts");
     assert_eq!(ok[0].body_str(), event(0, "purchase"));
 }
+
+#[test]
+fn check_accepts_the_examples_and_lists_every_problem_of_a_broken_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+        .args(["check", "--config"])
+        .arg(root.join("examples/hookpipe.toml"))
+        .env("BRAZE_TOKEN", "Bearer example-token-value")
+        .env(
+            "HOOKPIPE_BRAZE_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok: 2 destinations enabled"), "{stdout}");
+    assert!(
+        stdout.contains("retry: 10 attempts over 14400s"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("example-token-value"),
+        "no secret in the summary"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+events = ["ev"]
+dead_letter = "dlq"
+[[destinations]]
+name = "x"
+url = "gopher://example.com"
+headers = [{ name = "User-Agent", value = "me" }, { name = "X-Token", value_env = "PL_CHECK_UNSET" }]
+[destinations.events]
+template_inline = "${input.event_type"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .env_remove("PL_CHECK_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    for expected in [
+        "destinations[0] \"x\".url: scheme \"gopher\"",
+        "destinations[0] \"x\".headers[0].name: \"User-Agent\" is a preset header",
+        "destinations[0] \"x\".headers[1].value_env: environment variable PL_CHECK_UNSET is not set",
+        "destinations[0] \"x\".events: destinations[0] \"x\".events.template_inline:1:",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains('^'),
+        "a caret under the template error:\n{stderr}"
+    );
+}
