@@ -365,10 +365,10 @@ impl Source {
         shards: &[mpsc::Sender<SourceMessage>],
     ) {
         stash.retain(|(topic, partition), queue| {
-            if queue.front().is_some_and(|m| m.tracker.is_revoked()) {
-                // Revoked while paused: whoever owns it now reads from the committed offset.
-                return false;
-            }
+            // Revoked while paused: whoever owns it now reads from the committed offset. Only
+            // those go: a re-assignment's messages may already queue behind them, and dropping
+            // one of those unregistered would let the watermark skip it.
+            queue.retain(|m| !m.tracker.is_revoked());
             while let Some(msg) = queue.pop_front() {
                 let shard = msg.tracker.shard(shards.len());
                 match shards[shard].try_send(msg) {

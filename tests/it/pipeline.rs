@@ -931,3 +931,52 @@ template_inline = "${input.event_type"
         "a caret under the template error:\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_stream_loses_nothing() {
+    const N: usize = 400;
+    let events = unique_topic("pl-bevents", 4).await;
+    let dlq = unique_topic("pl-bdlq", 1).await;
+    let receiver = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(50),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"r\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&unique_name("pl-bgroup"), &[&events], &[], &dlq),
+        receiver.url(),
+    )
+    .replace(
+        "max_in_flight_per_destination = 50",
+        "max_in_flight_per_destination = 5",
+    );
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    let a = Hookpipe::start(dir.path(), "a", &config, &[]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.count() < N / 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress; log:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A second member joins while the first has deliveries in flight: partitions are revoked
+    // from it mid-stream and handed over at the committed (settled) offsets.
+    let b = Hookpipe::start(dir.path(), "b", &config, &[]);
+    b.wait_assigned().await;
+    let at_rebalance = receiver.count();
+    assert!(
+        at_rebalance < N,
+        "the rebalance should land mid-stream ({at_rebalance} of {N})"
+    );
+    let ids = wait_unique(&receiver, N, "across the rebalance", &[&a, &b]).await;
+    assert_eq!(ids.len(), N);
+    assert!(
+        a.log().contains("partitions revoked"),
+        "the first member saw a revoke:\n{}",
+        a.log()
+    );
+}
