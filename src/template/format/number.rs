@@ -90,7 +90,8 @@ fn write_int(value: i128, out: &mut BytesMut) {
 
 /// A Java `BigDecimal`: `unscaled × 10^-scale`. The scale is part of the value as in Java
 /// (`1.50` has scale 2, and Jackson writes it as `1.50`), and may be negative
-/// (`new BigDecimal("1.0E10")` is `10 × 10^9`).
+/// (`new BigDecimal("1.0E10")` is `10 × 10^9`). The derived `==` is Java's `equals` (scale
+/// included); numeric comparison is [`Number::compare`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decimal {
     unscaled: i128,
@@ -402,6 +403,8 @@ impl Decimal {
 
 /// A number value with the Java type FreeMarker would hold. The kind matters: it decides how
 /// `${n}`, `?c` and `UtilClass.toJsonString` print the value, even where values compare equal.
+/// The derived `==` is structural (`Int(1) != Long(1)`); FreeMarker's `==` is
+/// [`Number::num_eq`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
     /// `java.lang.Integer` (JSON integers in the `int` range, `?int`, `?size`, loop counters).
