@@ -980,3 +980,69 @@ async fn a_rebalance_mid_stream_loses_nothing() {
         a.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_destination_does_not_hold_up_a_healthy_one() {
+    const N: usize = 200;
+    let events = unique_topic("pl-devents", 2).await;
+    let dlq = unique_topic("pl-ddlq", 1).await;
+    // Answers far later than the request timeout: every try times out.
+    let dead = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_secs(30),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let healthy = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("pl-dgroup");
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"dead\"\nurl = \"{}\"\nrequest_timeout = \"300ms\"\n[destinations.events]\n[[destinations]]\nname = \"healthy\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&group, &[&events], &[], &dlq),
+        dead.url(),
+        healthy.url(),
+    )
+    .replace("max_in_flight_per_destination = 50", "max_in_flight_per_destination = 5")
+    .replace(
+        "commit_interval = \"200ms\"",
+        "commit_interval = \"200ms\"\ncircuit_breaker_failures = 5\ncircuit_breaker_cooldown = \"2s\"",
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    hp.wait_assigned().await;
+    let started = tokio::time::Instant::now();
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    // Without the breaker, 5 permits held ~1.2 s per dead attempt would pace the healthy
+    // destination at ~4 messages/s (~50 s for 200).
+    let ok = healthy.wait_for_successes(N, Duration::from_secs(20)).await;
+    assert_eq!(
+        ok.len(),
+        N,
+        "healthy got {} of {N}; log:\n{}",
+        ok.len(),
+        hp.log()
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let skipped = hp
+        .metric("hookpipe_deliveries_total{destination=\"dead\",outcome=\"skipped\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(skipped > 0.0, "the dead destination's circuit opened");
+    assert!(hp.log().contains("circuit open"), "{}", hp.log());
+    // Every source offset settles: the dead destination's deliveries are parked, not lost.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let committed: i64 = committed_offsets(&group, &events)
+            .await
+            .values()
+            .map(|o| o.unwrap_or(0))
+            .sum();
+        if committed == N as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {committed} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
