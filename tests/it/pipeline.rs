@@ -389,7 +389,8 @@ url = "{}"
 "#,
         head(&unique_name("pl-ugroup"), &[&events], &[&identify], &dlq),
         users.url(),
-    );
+    )
+    .replace("[telemetry]\n", "[telemetry]\nlog_format = \"json\"\n");
     let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
     let identifies: Vec<String> = (0..5)
         .map(|i| {
@@ -423,6 +424,17 @@ url = "{}"
     }
     // Events themselves are not sent: the events toggle is off.
     assert!(reqs.iter().all(|r| r.json().get("event_type").is_none()));
+    // log_format = "json": every log line is one JSON object.
+    let log = hp.log();
+    assert!(log.contains("pipeline running"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
