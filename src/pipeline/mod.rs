@@ -36,7 +36,7 @@ use crate::retry::service::RetryStartError;
 use crate::retry::{RetryService, RetrySettings, RetryTasks, TierLimits};
 use crate::route::TopicKind;
 use crate::source::{self, Source, SourceError};
-use crate::telemetry::{DestinationMetrics, Telemetry};
+use crate::telemetry::{DestinationMetrics, Telemetry, TopicMetrics};
 use settle::{DeadLetters, FailurePath};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     total: Arc<Semaphore>,
     failure: Arc<dyn FailurePath>,
     telemetry: Arc<Telemetry>,
-    topic_kinds: HashMap<String, TopicKind>,
+    topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
 }
 
@@ -166,10 +166,10 @@ pub async fn run(
     };
     let mut topic_kinds = HashMap::new();
     for t in &config.topics.events {
-        topic_kinds.insert(t.clone(), TopicKind::Events);
+        topic_kinds.insert(t.clone(), (TopicKind::Events, telemetry.topic(t)));
     }
     for t in &config.topics.identify {
-        topic_kinds.insert(t.clone(), TopicKind::Identify);
+        topic_kinds.insert(t.clone(), (TopicKind::Identify, telemetry.topic(t)));
     }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(

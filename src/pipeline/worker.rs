@@ -199,7 +199,7 @@ impl Worker {
 
     async fn handle(&mut self, msg: SourceMessage) {
         let shared = self.shared.clone();
-        let Some(&kind) = shared.topic_kinds.get(&*msg.topic) else {
+        let Some((kind, topic_metrics)) = shared.topic_kinds.get(&*msg.topic) else {
             return;
         };
         let source = SourcePosition {
@@ -207,15 +207,14 @@ impl Worker {
             partition: msg.partition,
             offset: msg.offset,
         };
+        let kind = *kind;
         if let Err(m) = self.prepare(kind, &msg.payload) {
             let reason = if msg.payload.is_empty() {
                 "invalid_json"
             } else {
                 m.reason()
             };
-            shared
-                .telemetry
-                .message_malformed(&msg.topic, msg.partition, msg.offset, reason);
+            topic_metrics.malformed(&msg.topic, msg.partition, msg.offset, reason);
             let settlements = msg.tracker.register(msg.offset, 1);
             let rejected = Rejected {
                 source,

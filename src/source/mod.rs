@@ -20,7 +20,7 @@ pub mod watermark;
 pub use watermark::{PartitionTracker, Settlement};
 
 use crate::config;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, TopicMetrics};
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -238,6 +238,7 @@ pub struct Source {
     consumer: StreamConsumer<Context>,
     assigned: Arc<Assigned>,
     telemetry: Arc<Telemetry>,
+    topic_metrics: HashMap<String, TopicMetrics>,
     commit_interval: Duration,
 }
 
@@ -283,10 +284,15 @@ impl Source {
                 topics: topics.to_vec(),
                 source,
             })?;
+        let topic_metrics = topics
+            .iter()
+            .map(|t| (t.clone(), telemetry.topic(t)))
+            .collect();
         Ok(Source {
             consumer,
             assigned,
             telemetry,
+            topic_metrics,
             commit_interval,
         })
     }
@@ -318,7 +324,10 @@ impl Source {
                         // Not (or no longer) assigned: its owner will read it.
                         continue;
                     };
-                    self.telemetry.message_consumed(m.topic(), m.partition(), m.offset());
+                    match self.topic_metrics.get(m.topic()) {
+                        Some(t) => t.consumed(m.topic(), m.partition(), m.offset()),
+                        None => self.telemetry.message_consumed(m.topic(), m.partition(), m.offset()),
+                    }
                     let msg = SourceMessage {
                         topic: tracker.topic().clone(),
                         partition: m.partition(),

@@ -230,20 +230,21 @@ impl Telemetry {
         }
     }
 
-    /// A message was consumed from `topic`.
-    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
-        self.messages_consumed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, "message consumed");
+    /// Handles for one input topic, resolved once so the per-message path skips label lookups.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        let labels: Labels = vec![("topic", topic.to_string())];
+        // One statement per handle (see `destination`).
+        let consumed = self.messages_consumed.get_or_create(&labels).clone();
+        let malformed = self.malformed.get_or_create(&labels).clone();
+        TopicMetrics {
+            consumed,
+            malformed,
+        }
     }
 
-    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
-    pub fn message_malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
-        self.malformed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, reason, "malformed message");
+    /// A message was consumed from `topic` (for topics without cached [`TopicMetrics`]).
+    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.topic(topic).consumed(topic, partition, offset);
     }
 
     /// A record was durably written to the dead-letter topic.
@@ -372,6 +373,27 @@ fn openmetrics_to_prometheus(text: &str) -> String {
         }
     }
     out
+}
+
+/// One input topic's metric handles. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct TopicMetrics {
+    consumed: Counter,
+    malformed: Counter,
+}
+
+impl TopicMetrics {
+    /// A message was consumed.
+    pub fn consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.consumed.inc();
+        debug!(topic, partition, offset, "message consumed");
+    }
+
+    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
+    pub fn malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
+        self.malformed.inc();
+        debug!(topic, partition, offset, reason, "malformed message");
+    }
 }
 
 /// One destination's metric handles. Cloning is shallow.
