@@ -548,3 +548,101 @@ async fn a_tier_killed_mid_attempt_repeats_that_attempt_after_restart() {
         .await
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_path_survives_a_broker_restart() {
+    use crate::support::kafka::PrivateBroker;
+    let private = tokio::task::spawn_blocking(PrivateBroker::start_on_free_port)
+        .await
+        .unwrap();
+    let b = private.broker();
+    // Every first attempt fails (3 tries each); every later attempt succeeds.
+    let rx = Receiver::with_script(Script::new(|r| {
+        if r.header("x-hookpipe-attempt") == Some("1") {
+            Reply::Status(500)
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    let prefix = unique_name("restart");
+    let dead_letter = format!("{prefix}-dead");
+    let parker = Parker::new(
+        b.producer().clone(),
+        Schedule::new(vec![Duration::from_secs(2), Duration::from_secs(2)]).unwrap(),
+        &prefix,
+        dead_letter.clone(),
+    );
+    let mut topics = parker.tier_topics().to_vec();
+    topics.push(dead_letter.clone());
+    ensure_topics(&b.client_config(), &topics, 2, 1, WAIT)
+        .await
+        .unwrap();
+    for t in &topics {
+        b.wait_for_topic(t, 2).await;
+    }
+    let client = Client::new(endpoint("r", &rx.url())).unwrap();
+    let clients = Arc::new(HashMap::from([("r".to_string(), client.clone())]));
+    let stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    for topic in parker.tier_topics() {
+        let tier = Tier::new(
+            &b.client_config(),
+            &format!("{prefix}-group"),
+            topic,
+            clients.clone(),
+            parker.clone(),
+            TierLimits::default(),
+        )
+        .unwrap();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move { tier.run(stop).await.unwrap() }));
+    }
+    let park = |id: String| {
+        let (client, parker) = (client.clone(), parker.clone());
+        async move {
+            let req = request(&id);
+            let outcome = client.attempt(&req).await;
+            parker
+                .first_attempt_failed("r", &req, source(0), outcome.tries().to_vec())
+                .await
+        }
+    };
+    // Five parked before the broker goes away.
+    for i in 0..5 {
+        park(format!("before-{i}")).await;
+    }
+    // The broker stops; five more fail meanwhile: parking waits (retrying) until it is back.
+    tokio::task::block_in_place(|| private.stop());
+    let during: Vec<_> = (0..5)
+        .map(|i| tokio::spawn(park(format!("during-{i}"))))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| private.start_again());
+    for p in during {
+        tokio::time::timeout(WAIT, p)
+            .await
+            .expect("parking completes once the broker is back")
+            .unwrap();
+    }
+    // Every delivery arrives (duplicates allowed, losses not).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let unique = loop {
+        let ids: std::collections::BTreeSet<String> = rx
+            .requests()
+            .iter()
+            .filter(|r| r.succeeded())
+            .filter_map(|r| r.header("x-hookpipe-delivery-id").map(str::to_string))
+            .collect();
+        if ids.len() == 10 || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(unique.len(), 10, "delivered: {unique:?}");
+    stop_all(stop, handles).await;
+    assert!(b
+        .read_all(&dead_letter, 1, Duration::from_millis(500))
+        .await
+        .is_empty());
+}
