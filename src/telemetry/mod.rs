@@ -45,7 +45,7 @@ pub struct Telemetry {
     filter_errors: Family<Labels, Counter>,
     end_to_end: Histogram,
     end_to_end_over_target: Counter,
-    end_to_end_quantiles: Family<Labels, Gauge<f64, AtomicU64>>,
+    end_to_end_percentiles: [Gauge<f64, AtomicU64>; 3],
     hdr: Vec<Mutex<hdrhistogram::Histogram<u64>>>,
     consumer_lag: Family<Labels, Gauge>,
     partitions_assigned: Gauge,
@@ -131,12 +131,17 @@ impl Telemetry {
             "Deliveries that took longer than the one-minute target from Kafka timestamp",
             end_to_end_over_target.clone(),
         );
-        let end_to_end_quantiles = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "hookpipe_end_to_end_latency_quantile_seconds",
-            "End-to-end latency percentiles since start (HDR histogram), by quantile",
-            end_to_end_quantiles.clone(),
-        );
+        let end_to_end_percentiles: [Gauge<f64, AtomicU64>; 3] = Default::default();
+        for (name, g) in PERCENTILES.iter().zip(&end_to_end_percentiles) {
+            registry.register(
+                format!("hookpipe_end_to_end_latency_{}_seconds", name.0),
+                format!(
+                    "End-to-end latency {} since start (HDR histogram, 3 significant digits)",
+                    name.0
+                ),
+                g.clone(),
+            );
+        }
         let consumer_lag = Family::<Labels, Gauge>::default();
         registry.register(
             "hookpipe_consumer_lag_messages",
@@ -186,7 +191,7 @@ impl Telemetry {
             filter_errors,
             end_to_end,
             end_to_end_over_target,
-            end_to_end_quantiles,
+            end_to_end_percentiles,
             hdr,
             consumer_lag,
             partitions_assigned,
@@ -312,20 +317,59 @@ impl Telemetry {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition of every metric (quantile gauges refreshed first).
+    /// The Prometheus text exposition (format 0.0.4) of every metric, percentile gauges
+    /// refreshed first.
     pub fn encode(&self) -> String {
-        for (label, q) in [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999)] {
-            if let Some(d) = self.end_to_end_quantile(q) {
-                self.end_to_end_quantiles
-                    .get_or_create(&vec![("quantile", label.to_string())])
-                    .set(d.as_secs_f64());
+        for ((_, q), g) in PERCENTILES.iter().zip(&self.end_to_end_percentiles) {
+            if let Some(d) = self.end_to_end_quantile(*q) {
+                g.set(d.as_secs_f64());
             }
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        openmetrics_to_prometheus(&out)
     }
+}
+
+/// The percentiles exported as gauges: name suffix and quantile.
+const PERCENTILES: [(&str, f64); 3] = [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)];
+
+/// prometheus-client writes OpenMetrics text; Prometheus' classic text format (what
+/// `promtool check metrics` and every scraper accept) names counter families with their
+/// `_total` suffix and has no `# EOF` or `# UNIT` lines.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// One destination's metric handles. Cloning is shallow.
@@ -393,13 +437,16 @@ mod tests {
         let p50 = t.end_to_end_quantile(0.5).unwrap();
         assert!((495..=505).contains(&p50.as_millis()), "{p50:?}");
         let text = t.encode();
+        assert!(!text.contains("# EOF"));
         for line in [
             "hookpipe_messages_consumed_total{topic=\"events\"} 1",
             "hookpipe_deliveries_total{destination=\"braze\",outcome=\"delivered\"} 1",
             "hookpipe_deliveries_total{destination=\"braze\",outcome=\"failed\"} 0",
             "hookpipe_in_flight{destination=\"braze\"} 0",
             "hookpipe_end_to_end_latency_seconds_count 1000",
-            "hookpipe_end_to_end_latency_quantile_seconds{quantile=\"0.5\"} 0.5",
+            "hookpipe_end_to_end_latency_p50_seconds 0.5",
+            "# HELP hookpipe_deliveries_total Delivery attempts",
+            "# TYPE hookpipe_deliveries_total counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
