@@ -428,12 +428,13 @@ async fn the_retry_service_is_the_pipelines_failure_path() {
         ..RetrySettings::new(&prefix)
     };
     let shutdown = CancellationToken::new();
+    let telemetry = Arc::new(hookpipe::telemetry::Telemetry::new());
     let (service, tasks) = RetryService::start(
         &broker().client_config(),
         &dead_letter,
         settings,
         HashMap::from([("svc".to_string(), client.clone())]),
-        Arc::new(hookpipe::telemetry::Telemetry::new()),
+        telemetry.clone(),
         shutdown.clone(),
     )
     .await
@@ -463,6 +464,17 @@ async fn the_retry_service_is_the_pipelines_failure_path() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header("x-hookpipe-delivery-id"), Some("svc-1"));
     assert_eq!(got[0].header("x-hookpipe-attempt"), Some("2"));
+    // The re-attempt is counted in the destination's delivery metrics.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let want = r#"hookpipe_deliveries_total{destination="svc",outcome="delivered"} 1"#;
+    while !telemetry.encode().contains(want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            telemetry.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Render failures and malformed messages go straight to the dead-letter topic.
     failure
