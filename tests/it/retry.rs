@@ -658,3 +658,116 @@ async fn the_retry_path_survives_a_broker_restart() {
         .await
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookpipe_replay_cli_resends_one_destinations_dead_letters() {
+    use hookpipe::retry::record::{ParkedDelivery, FORMAT};
+    broker();
+    let fixed = Receiver::with_script(Script::always(Reply::ok())).await;
+    let other = Receiver::with_script(Script::always(Reply::ok())).await;
+    let path = Path::new(Schedule::amplitude()).await;
+    for (dest, id, at) in [
+        ("fixed", "cli-1", 2_000u64),
+        ("fixed", "cli-2", 3_000),
+        ("other", "cli-3", 2_500),
+    ] {
+        path.parker
+            .dead_letter(DeadLetter {
+                format: FORMAT,
+                reason: "10 attempts failed".into(),
+                dead_lettered_unix_ms: at,
+                delivery: Some(ParkedDelivery {
+                    format: FORMAT,
+                    delivery_id: id.into(),
+                    destination: dest.into(),
+                    kind: Kind::Track,
+                    body: request(id).body,
+                    source: source(1),
+                    next_attempt: 11,
+                    due_unix_ms: 0,
+                    attempts: Vec::new(),
+                }),
+                raw: None,
+            })
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookpipe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+
+[topics]
+events = ["unused-events"]
+dead_letter = "{dead_letter}"
+
+[[destinations]]
+name = "fixed"
+url = "{fixed}"
+[destinations.events]
+enabled = true
+
+[[destinations]]
+name = "other"
+url = "{other}"
+[destinations.events]
+enabled = true
+"#,
+            bootstrap = broker().bootstrap(),
+            group = path.group,
+            dead_letter = path.dead_letter,
+            fixed = fixed.url(),
+            other = other.url(),
+        ),
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+            .args(["replay", "--config"])
+            .arg(&config)
+            .args([
+                "--destination",
+                "fixed",
+                "--since",
+                "1970-01-01T00:00:02.500Z",
+            ])
+            .args(["--read-timeout-secs", "60"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("scanned 3, replayed 1 (delivered 1, parked for retry 0, dead-lettered again 0), filtered out 2"),
+        "{stdout}"
+    );
+    let got = fixed.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-hookpipe-delivery-id"), Some("cli-2"));
+    assert_eq!(other.count(), 0);
+
+    // An unknown destination is refused before anything is sent.
+    let dir2 = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+            .args(["replay", "--config"])
+            .arg(dir2.join("hookpipe.toml"))
+            .args(["--destination", "nope"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("\"nope\""));
+}
