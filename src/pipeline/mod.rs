@@ -1,8 +1,10 @@
 //! The pipeline: the one place that wires source → route → render → deliver → settle.
 //!
-//! [`run`] builds one HTTP client per destination, the failure path, the Kafka source and
-//! `pipeline.workers` workers, then consumes until the shutdown token fires, drains in-flight
-//! deliveries within `drain_timeout`, commits what is settled and returns.
+//! [`run`] builds one HTTP client per destination, the failure path (the durable retry tiers of
+//! `retry::RetryService`, or with `[retry] enabled = false` the dead-letter topic), the Kafka
+//! source and `pipeline.workers` workers, then consumes until the shutdown token fires, drains
+//! in-flight deliveries within `drain_timeout`, commits what is settled, stops the tier consumers
+//! and returns.
 //!
 //! # Ordering, limits and a slow destination
 //! Each partition is handled by one worker, message after message, so first attempts to a
@@ -28,6 +30,8 @@ mod worker;
 
 use crate::config::{Config, Destination};
 use crate::deliver::{self, Client, Endpoint};
+use crate::retry::service::RetryStartError;
+use crate::retry::{RetryService, RetrySettings, RetryTasks, TierLimits};
 use crate::route::TopicKind;
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::{DestinationMetrics, Telemetry};
@@ -59,6 +63,9 @@ pub enum PipelineError {
     /// The consumer could not be created or subscribed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The retry tiers could not start (topics, producer, tier consumers).
+    #[error(transparent)]
+    Retry(#[from] RetryStartError),
 }
 
 /// What a finished run left behind.
@@ -119,6 +126,41 @@ pub async fn run(
     let base = source::client_config(&config.kafka);
     let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
         .map_err(PipelineError::Producer)?;
+    let (failure, retry_tasks): (Arc<dyn FailurePath>, Option<RetryTasks>) = match &config.retry {
+        None => (Arc::new(dead_letters.clone()), None),
+        Some(r) => {
+            let settings = RetrySettings {
+                schedule: r.schedule.clone(),
+                tier_prefix: r.tier_prefix.clone(),
+                group_id: r.group_id.clone(),
+                tier_partitions: r.tier_partitions,
+                replication: r.replication_factor,
+                create_topics: r.create_topics,
+                limits: TierLimits::default(),
+            };
+            let by_name = config
+                .destinations
+                .iter()
+                .zip(&clients)
+                .map(|(d, c)| (d.name.clone(), c.clone()))
+                .collect();
+            let (service, tasks) = RetryService::start(
+                &base,
+                &config.topics.dead_letter,
+                settings,
+                by_name,
+                telemetry.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            info!(
+                attempts = r.schedule.attempts(),
+                tiers = ?service.parker().tier_topics(),
+                "retry tiers running"
+            );
+            (Arc::new(service), Some(tasks))
+        }
+    };
     let mut topic_kinds = HashMap::new();
     for t in &config.topics.events {
         topic_kinds.insert(t.clone(), TopicKind::Events);
@@ -151,7 +193,7 @@ pub async fn run(
         total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
         destinations: config.destinations.clone(),
         clients,
-        failure: Arc::new(dead_letters.clone()),
+        failure,
         telemetry: telemetry.clone(),
         topic_kinds,
         shutdown: shutdown.clone(),
@@ -187,6 +229,11 @@ pub async fn run(
         let _ = w.await;
     }
     source.close();
+    if let Some(tasks) = retry_tasks {
+        for problem in tasks.join(config.pipeline.drain_timeout).await {
+            warn!(%problem, "retry tier shutdown");
+        }
+    }
     dead_letters.flush(Duration::from_secs(5));
     info!(abandoned, "pipeline stopped");
     Ok(Summary { abandoned })

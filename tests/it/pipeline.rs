@@ -162,7 +162,8 @@ impl Drop for Hookpipe {
     }
 }
 
-/// The config's head: Kafka, topics, fast commits, metrics on `{METRICS}`.
+/// The config's head: Kafka, topics, fast commits, metrics on `{METRICS}`, and retry tiers of
+/// this test's own (two attempts, one second apart).
 fn head(group: &str, events: &[&str], identify: &[&str], dead_letter: &str) -> String {
     format!(
         r#"
@@ -184,8 +185,13 @@ drain_timeout = "20s"
 commit_interval = "200ms"
 [telemetry]
 listen = "127.0.0.1:{{METRICS}}"
+[retry]
+waits = ["1s"]
+tier_prefix = "{tiers}"
+tier_partitions = 1
 "#,
-        broker().bootstrap()
+        broker().bootstrap(),
+        tiers = unique_name("pl-tier"),
     )
 }
 
@@ -484,8 +490,8 @@ event_types = ["purchase"]
         assert!(letter.delivery.is_none());
     }
     let failed = by_reason
-        .get("attempt_failed")
-        .expect("failed delivery dead-lettered");
+        .get("attempts_exhausted")
+        .expect("failed delivery dead-lettered after its attempts");
     assert_eq!(
         failed.header("hookpipe.destination").as_deref(),
         Some("rejecting")
@@ -494,17 +500,28 @@ event_types = ["purchase"]
         hookpipe::retry::DeadLetter::from_json(failed.payload.as_deref().unwrap()).unwrap();
     let delivery = letter.delivery.expect("the delivery with its tries");
     assert_eq!(delivery.body.as_ref(), event(8, "purchase").as_bytes());
-    assert_eq!(delivery.attempts.len(), 1);
-    assert_eq!(delivery.attempts[0].tries[0].status, Some(400));
+    assert_eq!(
+        delivery.attempts.len(),
+        2,
+        "two attempts (schedule: one wait)"
+    );
+    assert!(delivery.all_tries().all(|t| t.status == Some(400)));
     assert_eq!(
         Some(delivery.delivery_id.clone()),
         failed.header("hookpipe.delivery_id")
     );
     assert_eq!(
-        rejecting.requests()[0].header("x-hookpipe-delivery-id"),
-        Some(delivery.delivery_id.as_str()),
-        "the dead letter carries the id the receiver saw"
+        rejecting.count(),
+        2,
+        "a 400 is not retried within an attempt"
     );
+    for r in rejecting.requests() {
+        assert_eq!(
+            r.header("x-hookpipe-delivery-id"),
+            Some(delivery.delivery_id.as_str()),
+            "every attempt and the dead letter carry one id"
+        );
+    }
     // Valid messages still flowed, and everything settled: all five offsets are committed.
     wait_unique(&ok, 2, "ok", &[&hp]).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -682,4 +699,164 @@ async fn two_processes_in_one_group_share_partitions_and_deliver_everything() {
     let db = b.metric(prefix).await.unwrap_or(0.0);
     assert!(da > 0.0 && db > 0.0, "both members delivered: {da} + {db}");
     assert!(da + db >= N as f64);
+}
+
+/// Amplitude's example event template (examples/templates/event.ftl) on [`event`]`(i, ty)`, as
+/// the reference FreeMarker renders it (`ftl-oracle --amplitude`; checked byte for byte).
+fn rendered_event(i: usize, ty: &str) -> String {
+    format!(
+        "{{\n            \"external_id\" : \"user-{i}\",\n      \"name\" : \"{ty}\",\n      \"time\" : \"2022-02-28 20:07:01.795\",\n      \"properties\" : {{\n            \"email\" : \"user{i}@example.com\"\n      }}\n}}\n"
+    )
+}
+
+/// Amplitude's example users template (examples/templates/user.ftl) on the user of
+/// [`event`]`(i, _)`, as the reference FreeMarker renders it.
+fn rendered_user(user: &str, device: Option<&str>, email: &str) -> String {
+    let device = device
+        .map(|d| format!("      \"device_id\" : \"{d}\",\n"))
+        .unwrap_or_default();
+    format!(
+        "{{\n            \"external_id\" : \"{user}\",\n{device}      \"time\" : \"2022-02-28 20:07:01.795\",\n      \"properties\" : {{\n            \"email\" : \"{email}\"\n      }}\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templated_payloads_and_filters_render_like_freemarker() {
+    let events = unique_topic("pl-fevents", 2).await;
+    let identify = unique_topic("pl-fidentify", 1).await;
+    let dlq = unique_topic("pl-fdlq", 1).await;
+    let braze = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/templates");
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "braze"
+url = "{}"
+[destinations.events]
+event_types = ["purchase"]
+filter = 'input.event_properties.plan == "pro"'
+template = "{templates}/event.ftl"
+[destinations.users]
+template = "{templates}/user.ftl"
+"#,
+        head(&unique_name("pl-fgroup"), &[&events], &[&identify], &dlq),
+        braze.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    // Even i: plan "pro". Only purchases by pro users pass: 0 and 4.
+    produce_many(
+        &events,
+        produce_events(&["purchase", "purchase", "click", "purchase", "purchase"]),
+    )
+    .await;
+    produce_many(
+        &identify,
+        [
+            Outgoing::new(r#"{"user_id":"id-1","user_properties":{"email":"id1@example.com"},"event_time":"2022-02-28 20:07:01.795"}"#),
+            // No event_time: FreeMarker fails on `${input.event_time}`, so this one is
+            // dead-lettered as a render failure, not sent half-rendered.
+            Outgoing::new(r#"{"user_id":"id-2","user_properties":{}}"#),
+        ],
+    )
+    .await;
+
+    // 2 events + 5 users from events + 1 identify.
+    wait_unique(&braze, 8, "braze", &[&hp]).await;
+    let reqs = braze.requests();
+    let track: HashSet<String> = reqs
+        .iter()
+        .filter(|r| r.header("x-hookpipe-type") == Some("events.track"))
+        .map(|r| r.body_str())
+        .collect();
+    let expected: HashSet<String> = [0, 4]
+        .iter()
+        .map(|&i| rendered_event(i, "purchase"))
+        .collect();
+    assert_eq!(track, expected);
+    let users: HashSet<String> = reqs
+        .iter()
+        .filter(|r| r.header("x-hookpipe-type") == Some("events.identify"))
+        .map(|r| r.body_str())
+        .collect();
+    let mut expected: HashSet<String> = (0..5)
+        .map(|i| {
+            rendered_user(
+                &format!("user-{i}"),
+                Some(&format!("device-{i}")),
+                &format!("user{i}@example.com"),
+            )
+        })
+        .collect();
+    expected.insert(rendered_user("id-1", None, "id1@example.com"));
+    assert_eq!(users, expected);
+
+    let dead = read_all(&dlq, 1, WAIT).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", hp.log());
+    assert_eq!(
+        dead[0].header("hookpipe.reason").as_deref(),
+        Some("render_failed")
+    );
+    assert_eq!(
+        dead[0].header("hookpipe.destination").as_deref(),
+        Some("braze")
+    );
+    assert_eq!(
+        dead[0].header("hookpipe.source.topic").as_deref(),
+        Some(identify.as_str())
+    );
+    let letter =
+        hookpipe::retry::DeadLetter::from_json(dead[0].payload.as_deref().unwrap()).unwrap();
+    assert!(letter.reason.contains("event_time"), "{}", letter.reason);
+    assert_eq!(
+        letter.raw.as_deref(),
+        Some(br#"{"user_id":"id-2","user_properties":{}}"#.as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_attempts_are_parked_and_retried_with_the_same_id() {
+    let events = unique_topic("pl-revents", 1).await;
+    let dlq = unique_topic("pl-rdlq", 1).await;
+    // Three 500s: the whole first attempt (three tries) fails; the second attempt succeeds.
+    let flaky = Receiver::with_script(Script::fail_first(3, Reply::Status(500))).await;
+    let healthy = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("pl-rgroup");
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"flaky\"\nurl = \"{}\"\n[destinations.events]\n[[destinations]]\nname = \"healthy\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&group, &[&events], &[], &dlq),
+        flaky.url(),
+        healthy.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    produce_many(&events, produce_events(&["purchase"])).await;
+    wait_unique(&healthy, 1, "healthy", &[&hp]).await;
+    // The source offset is committed once the failed delivery is parked durably, before the
+    // retry succeeds.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while committed_offsets(&group, &events)
+        .await
+        .get(&0)
+        .copied()
+        .flatten()
+        != Some(1)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not committed; log:\n{}",
+            hp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = flaky.wait_for_successes(1, WAIT).await;
+    assert_eq!(ok.len(), 1, "log:\n{}", hp.log());
+    let reqs = flaky.requests();
+    assert_eq!(reqs.len(), 4, "three tries, then one on the second attempt");
+    let ids: HashSet<_> = reqs
+        .iter()
+        .map(|r| r.header("x-hookpipe-delivery-id"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one id across tries and attempts");
+    assert_eq!(ok[0].body_str(), event(0, "purchase"));
 }
