@@ -771,3 +771,257 @@ enabled = true
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"nope\""));
 }
+
+/// Whole-pipeline fault scenarios (issue 4): the real `hookpipe run`, the real broker, retry
+/// tiers with waits of seconds. Each prints produced / delivered (unique ids) / duplicates /
+/// dead-lettered / lost, and lost must be 0.
+mod faults {
+    use super::*;
+    use crate::support::kafka::{produce_many, unique_topic, Outgoing};
+    use std::collections::HashMap as Map;
+    use std::process::{Child, Command, Stdio};
+
+    /// `hookpipe run` with a config; SIGKILLed on drop.
+    struct Run {
+        child: Option<Child>,
+        log: std::path::PathBuf,
+    }
+
+    impl Run {
+        fn start(dir: &std::path::Path, n: usize, config: &str) -> Run {
+            let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let path = dir.join(format!("run{n}.toml"));
+            std::fs::write(&path, config.replace("{METRICS}", &metrics.to_string())).unwrap();
+            let log = dir.join(format!("run{n}.log"));
+            let file = std::fs::File::create(&log).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+                .arg("run")
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap();
+            Run {
+                child: Some(child),
+                log,
+            }
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Run {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    fn config(
+        group: &str,
+        events: &str,
+        dead_letter: &str,
+        tiers: &str,
+        dests: &[(&str, String)],
+    ) -> String {
+        let mut c = format!(
+            r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{group}"
+[kafka.settings]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[topics]
+events = ["{events}"]
+dead_letter = "{dead_letter}"
+[pipeline]
+workers = 2
+drain_timeout = "10s"
+commit_interval = "200ms"
+[telemetry]
+listen = "127.0.0.1:{{METRICS}}"
+[retry]
+waits = ["1s", "2s", "2s"]
+tier_prefix = "{tiers}"
+tier_partitions = 2
+"#,
+            broker().bootstrap()
+        );
+        for (name, url) in dests {
+            c.push_str(&format!(
+                "[[destinations]]\nname = \"{name}\"\nurl = \"{url}\"\nrequest_timeout = \"500ms\"\n[destinations.events]\n"
+            ));
+        }
+        c
+    }
+
+    fn events(n: usize) -> Vec<Outgoing> {
+        (0..n)
+            .map(|i| {
+                Outgoing::new(format!(
+                    r#"{{"event_type":"fault","user_id":"u{i}","insert_id":"fault-{i}","event_time":"2022-02-28 20:07:01.795","event_properties":{{"i":{i}}}}}"#
+                ))
+                .key(format!("u{i}"))
+            })
+            .collect()
+    }
+
+    /// Successful deliveries per id, counting by body (`"i":N`) so the check does not depend on
+    /// how ids are made.
+    fn delivered(rx: &Receiver) -> Map<String, usize> {
+        let mut m = Map::new();
+        for r in rx.requests().iter().filter(|r| r.succeeded()) {
+            *m.entry(r.body_str()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_repeatedly_while_retries_are_pending_loses_nothing() {
+        broker();
+        const N: usize = 100;
+        let events_topic = unique_topic("fault-kill", 3).await;
+        let dead_letter = unique_topic("fault-kill-dead", 1).await;
+        // Down for the first two attempts of every delivery, back from attempt 3 on.
+        let rx = Receiver::with_script(Script::new(|r| {
+            match r
+                .header("x-hookpipe-attempt")
+                .and_then(|a| a.parse::<u32>().ok())
+            {
+                Some(a) if a >= 3 => Reply::ok(),
+                _ => Reply::Status(503),
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let group = unique_name("fault-kill-group");
+        let tiers = unique_name("fault-kill-tier");
+        let cfg = config(
+            &group,
+            &events_topic,
+            &dead_letter,
+            &tiers,
+            &[("flaky", rx.url())],
+        );
+        produce_many(&events_topic, events(N)).await;
+
+        // Killed (SIGKILL) three times while deliveries are parked in the tiers.
+        let mut run = Run::start(dir.path(), 0, &cfg);
+        for n in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            run.kill();
+            run = Run::start(dir.path(), n, &cfg);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let got = loop {
+            let got = delivered(&rx);
+            if got.len() >= N || tokio::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let duplicates: usize = got.values().map(|c| c - 1).sum();
+        let dead = read_all(&dead_letter, 1, Duration::from_millis(500))
+            .await
+            .len();
+        let lost = N - got.len();
+        println!(
+            "fault killed-while-retrying: produced {N}, delivered {} unique, duplicates {duplicates}, dead-lettered {dead}, lost {lost}",
+            got.len()
+        );
+        assert_eq!(lost, 0, "log of the last run:\n{}", run.log());
+        assert_eq!(dead, 0);
+        // No attempt was skipped by the kills: every delivery was seen at attempts 1, 2 and 3.
+        let mut attempts: Map<String, std::collections::BTreeSet<u32>> = Map::new();
+        for r in rx.requests() {
+            let a = r.header("x-hookpipe-attempt").unwrap().parse().unwrap();
+            attempts.entry(r.body_str()).or_default().insert(a);
+        }
+        for (body, seen) in &attempts {
+            assert!(
+                [1, 2, 3].iter().all(|a| seen.contains(a)),
+                "{body}: attempts {seen:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_destination_does_not_slow_a_healthy_one() {
+        broker();
+        const N: usize = 300;
+        let dead_rx = Receiver::with_script(Script::always(Reply::Stall(
+            Duration::from_secs(30),
+            Box::new(Reply::ok()),
+        )))
+        .await;
+        // Time for the healthy destination to get all N, alone and beside a dead one.
+        let mut took = Vec::new();
+        for with_dead in [false, true] {
+            let healthy = Receiver::start().await;
+            let events_topic = unique_topic("fault-iso", 3).await;
+            let dead_letter = unique_topic("fault-iso-dead", 1).await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut dests = vec![("healthy", healthy.url())];
+            if with_dead {
+                dests.push(("dead", dead_rx.url()));
+            }
+            let cfg = config(
+                &unique_name("fault-iso-group"),
+                &events_topic,
+                &dead_letter,
+                &unique_name("fault-iso-tier"),
+                &dests,
+            );
+            let run = Run::start(dir.path(), 0, &cfg);
+            // Wait until it is consuming: one warm-up event delivered.
+            produce_many(&events_topic, events(1)).await;
+            assert_eq!(
+                healthy.wait_for_successes(1, WAIT).await.len(),
+                1,
+                "{}",
+                run.log()
+            );
+            let started = tokio::time::Instant::now();
+            produce_many(&events_topic, events(N)).await;
+            let got = healthy.wait_for_successes(N + 1, WAIT).await;
+            took.push(started.elapsed());
+            assert_eq!(
+                got.len(),
+                N + 1,
+                "with_dead={with_dead}; log:\n{}",
+                run.log()
+            );
+        }
+        let rate = |d: Duration| N as f64 / d.as_secs_f64();
+        println!(
+            "fault dead-beside-healthy: healthy alone {:.0} deliveries/s ({:?}), beside a dead destination {:.0} deliveries/s ({:?})",
+            rate(took[0]),
+            took[0],
+            rate(took[1]),
+            took[1]
+        );
+        // Beside a dead destination (each of its tries stalls past the 500 ms timeout), the
+        // healthy one still gets everything within a small multiple of its time alone.
+        assert!(
+            took[1] < took[0] * 5 + Duration::from_secs(5),
+            "alone {:?}, beside a dead one {:?}",
+            took[0],
+            took[1]
+        );
+    }
+}
