@@ -1024,4 +1024,92 @@ tier_partitions = 2
             took[1]
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttled_slow_and_malformed_together_lose_nothing() {
+        broker();
+        const N: usize = 60;
+        const BAD: usize = 5;
+        let events_topic = unique_topic("fault-mix", 2).await;
+        let dead_letter = unique_topic("fault-mix-dead", 1).await;
+        // 429 with Retry-After: 1 on every first try; then 200.
+        let throttled = Receiver::with_script(Script::new(|r| {
+            if r.header("x-hookpipe-try") == Some("1") {
+                Reply::TooManyRequests {
+                    retry_after: "1".into(),
+                }
+            } else {
+                Reply::ok()
+            }
+        }))
+        .await;
+        // Slower than the 500 ms request timeout on every first try; then 200. The receiver still
+        // answers the timed-out try after 2 s, so it counts it as received: those are the
+        // duplicates a timeout causes (same delivery id; receivers de-duplicate on it).
+        let slow = Receiver::with_script(Script::new(|r| {
+            if r.header("x-hookpipe-try") == Some("1") {
+                Reply::Stall(Duration::from_secs(2), Box::new(Reply::ok()))
+            } else {
+                Reply::ok()
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &unique_name("fault-mix-group"),
+            &events_topic,
+            &dead_letter,
+            &unique_name("fault-mix-tier"),
+            &[("throttled", throttled.url()), ("slow", slow.url())],
+        );
+        let mut messages = events(N);
+        for i in 0..BAD {
+            messages.insert(i * 10, Outgoing::new(format!("not json {i}")));
+        }
+        produce_many(&events_topic, messages).await;
+        let run = Run::start(dir.path(), 0, &cfg);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let (t, s) = loop {
+            let (t, s) = (delivered(&throttled), delivered(&slow));
+            if (t.len() >= N && s.len() >= N) || tokio::time::Instant::now() > deadline {
+                break (t, s);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let letters = read_all(&dead_letter, BAD, WAIT).await;
+        let malformed = letters
+            .iter()
+            .filter(|r| r.header("hookpipe.reason").as_deref() == Some("invalid_json"))
+            .count();
+        for (name, got) in [("throttled", &t), ("slow", &s)] {
+            let duplicates: usize = got.values().map(|c| c - 1).sum();
+            println!(
+                "fault {name}+malformed: produced {N} (+{BAD} malformed), delivered {} unique, duplicates {duplicates}, malformed dead-lettered {malformed}, lost {}",
+                got.len(),
+                N - got.len()
+            );
+            assert_eq!(got.len(), N, "{name} lost deliveries; log:\n{}", run.log());
+        }
+        assert_eq!(malformed, BAD);
+        assert_eq!(
+            letters.len(),
+            BAD,
+            "only the malformed messages are dead-lettered"
+        );
+        // Retry-After was honoured: the second try of a throttled delivery came >= 1 s later.
+        let reqs = throttled.requests();
+        let mut first: Map<String, tokio::time::Instant> = Map::new();
+        for r in &reqs {
+            let id = r.header("x-hookpipe-delivery-id").unwrap().to_string();
+            if r.header("x-hookpipe-try") == Some("1") {
+                first.entry(id).or_insert(r.at);
+            } else if let Some(at) = first.get(&id) {
+                assert!(
+                    r.at - *at >= Duration::from_millis(950),
+                    "{id}: came back after {:?}",
+                    r.at - *at
+                );
+            }
+        }
+    }
 }
