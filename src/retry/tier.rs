@@ -315,6 +315,9 @@ impl Tier {
             queue.retain(|j| j.partition != partition);
             self.queued -= before - queue.len();
         }
+        let queues = &self.queues;
+        self.turn
+            .retain(|d| queues.get(d).is_some_and(|q| !q.is_empty()));
     }
 
     /// Takes in one record read from the tier.
@@ -409,15 +412,17 @@ impl Tier {
                 skipped += 1;
                 continue;
             }
-            skipped = 0;
-            let queue = self
-                .queues
-                .get_mut(&dest)
-                .expect("turn lists queued destinations");
-            let job = queue.pop_front().expect("queued destinations have jobs");
+            let Some(queue) = self.queues.get_mut(&dest) else {
+                continue;
+            };
+            let Some(job) = queue.pop_front() else {
+                // Emptied by a revocation: it no longer takes a turn.
+                continue;
+            };
             if !queue.is_empty() {
                 self.turn.push_back(dest.clone());
             }
+            skipped = 0;
             self.queued -= 1;
             *self.busy.entry(dest.clone()).or_default() += 1;
             let parker = self.parker.clone();
