@@ -955,6 +955,17 @@ impl<'s> Parser<'s> {
         let mut cases = Vec::new();
         loop {
             match b {
+                Boundary::Case {
+                    value: None, at, ..
+                } if cases
+                    .iter()
+                    .any(|c: &Node| matches!(c.kind, NodeKind::Case(None))) =>
+                {
+                    return self.err(
+                        at,
+                        "You can only have one default case in a switch statement",
+                    );
+                }
                 Boundary::Case { value: v, at, end } => {
                     let mut children = Vec::new();
                     let next = self.parse_elements(&mut children)?;
@@ -1443,8 +1454,28 @@ impl<'s> Parser<'s> {
                             ..
                         }) = lex(self.src, self.pos + 1)
                         {
-                            self.pos = end;
-                            name = format!("{name}.{sub}");
+                            let known = if name == "string" {
+                                matches!(
+                                    sub,
+                                    "short"
+                                        | "medium"
+                                        | "long"
+                                        | "full"
+                                        | "iso"
+                                        | "xs"
+                                        | "iso_m_nz"
+                                        | "number"
+                                        | "computer"
+                                        | "currency"
+                                        | "percent"
+                                )
+                            } else {
+                                sub == "iso"
+                            };
+                            if known {
+                                self.pos = end;
+                                name = format!("{name}.{sub}");
+                            }
                         }
                     }
                     let nt = self.peek()?;
@@ -1462,12 +1493,12 @@ impl<'s> Parser<'s> {
                 Tok::Op("!") => {
                     self.pos = t.end;
                     let n = self.peek()?;
-                    let rhs = if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
-                        Some(Box::new(self.parse_expr()?))
-                    } else {
-                        None
-                    };
-                    return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
+                        let rhs = Some(Box::new(self.parse_expr()?));
+                        return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    }
+                    // `x!` alone: built-ins may follow (`x!?upper_case`).
+                    e = self.mk(ExprKind::Default(Box::new(e), None), start);
                 }
                 _ => return Ok(e),
             }
@@ -1483,8 +1514,10 @@ impl<'s> Parser<'s> {
                 None => self.err(start, "invalid number"),
             },
             Tok::Str { value, raw } => {
-                if !raw && (value.contains("${") || value.contains("#{")) {
-                    let parts = self.parse_interpolated(&value, start)?;
+                let content = &self.src[t.start + 1..t.end - 1];
+                if !raw && (content.contains("${") || content.contains("#{")) {
+                    let quote = self.src[t.start..].chars().next().unwrap_or('"');
+                    let parts = self.parse_interpolated(content, quote, start)?;
                     Ok(self.mk(ExprKind::Interp(parts), start))
                 } else {
                     Ok(self.mk(ExprKind::Str(value), start))
@@ -1530,18 +1563,35 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// Splits an unescaped string literal into text and `${...}` parts.
-    fn parse_interpolated(&self, value: &str, lit_start: usize) -> PResult<Vec<StrPart>> {
+    /// Splits the raw content of a string literal into text and `${...}` parts (an escaped
+    /// `\${` is text), unescaping the text parts.
+    fn parse_interpolated(
+        &self,
+        content: &str,
+        quote: char,
+        lit_start: usize,
+    ) -> PResult<Vec<StrPart>> {
         let mut parts = Vec::new();
+        let bytes = content.as_bytes();
         let mut rest = 0;
-        let bytes = value.as_bytes();
         let mut i = 0;
-        while i + 1 < bytes.len() {
-            if (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{' {
+        let lit_err = |e: LexError| ParseError {
+            message: e.message,
+            at: lit_start,
+        };
+        while i < bytes.len() {
+            if bytes[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if i + 1 < bytes.len() && (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{'
+            {
                 if i > rest {
-                    parts.push(StrPart::Lit(value[rest..i].to_string()));
+                    parts.push(StrPart::Lit(
+                        super::lexer::unescape(&content[rest..i], quote).map_err(lit_err)?,
+                    ));
                 }
-                let mut sub = Parser::new(value);
+                let mut sub = Parser::new(content);
                 sub.pos = i + 2;
                 let e = sub.parse_expr().map_err(|e| ParseError {
                     message: e.message,
@@ -1563,8 +1613,10 @@ impl<'s> Parser<'s> {
             }
             i += 1;
         }
-        if rest < value.len() {
-            parts.push(StrPart::Lit(value[rest..].to_string()));
+        if rest < content.len() {
+            parts.push(StrPart::Lit(
+                super::lexer::unescape(&content[rest..], quote).map_err(lit_err)?,
+            ));
         }
         Ok(parts)
     }

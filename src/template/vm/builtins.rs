@@ -85,6 +85,49 @@ builtins! {
 }
 
 impl Bi {
+    /// String built-ins: FreeMarker converts a number, date or boolean operand to text first.
+    pub fn takes_string(self) -> bool {
+        use Bi::*;
+        matches!(
+            self,
+            UpperCase
+                | LowerCase
+                | CapFirst
+                | UncapFirst
+                | Capitalize
+                | Trim
+                | TrimLeft
+                | TrimRight
+                | Length
+                | Substring
+                | Replace
+                | Contains
+                | StartsWith
+                | EndsWith
+                | IndexOf
+                | LastIndexOf
+                | Split
+                | JsonString
+                | JsString
+                | Html
+                | Xhtml
+                | Xml
+                | Url
+                | UrlPath
+                | KeepBefore
+                | KeepAfter
+                | KeepBeforeLast
+                | KeepAfterLast
+                | RemoveBeginning
+                | RemoveEnding
+                | EnsureStartsWith
+                | EnsureEndsWith
+                | WordList
+                | NoEsc
+                | Esc
+        )
+    }
+
     /// Built-ins that accept a missing left-hand operand.
     pub fn tolerates_missing(self) -> bool {
         matches!(self, Bi::HasContent | Bi::Default | Bi::IfExists)
@@ -108,7 +151,12 @@ pub(crate) fn apply<'a>(
         return Err(fail(dbg, format!("?{} got too many arguments", bi.name())));
     }
     let from = vm.stack.len() - argc - 1;
-    let recv = vm.stack[from];
+    let mut recv = vm.stack[from];
+    if bi.takes_string() && matches!(recv, Value::Num(_) | Value::Date(_) | Value::Bool(_)) {
+        vm.scratch.clear();
+        vm.scalar_to_scratch(recv, dbg)?;
+        recv = vm.scratch_to_arena()?;
+    }
     let mut args = [Value::Missing; 16];
     args[..argc].copy_from_slice(&vm.stack[from + 1..]);
     vm.stack.truncate(from);
@@ -725,7 +773,22 @@ fn eval<'a>(
                 _ => DateKind::DateTime,
             };
             match recv {
-                Value::Date(d) => Value::Date(d.with_kind(kind)),
+                Value::Date(d) => {
+                    if d.kind == kind || matches!(d.kind, DateKind::Unknown | DateKind::DateTime) {
+                        Value::Date(d.with_kind(kind))
+                    } else {
+                        let name = |k: DateKind| match k {
+                            DateKind::Date => "DATE",
+                            DateKind::Time => "TIME",
+                            DateKind::DateTime => "DATETIME",
+                            DateKind::Unknown => "UNKNOWN",
+                        };
+                        return Err(fail(
+                            dbg,
+                            format!("Cannot convert {} to {}", name(d.kind), name(kind)),
+                        ));
+                    }
+                }
                 _ => {
                     want_args(bi, args, 0, 1, dbg)?;
                     let s = text!(vm, recv, bi, dbg);
@@ -939,6 +1002,11 @@ fn string_builtin<'a>(
         StringPercent => Some("percent"),
         _ => None,
     };
+    if let [Value::Range(r)] = args {
+        // `x?string[1..2]`: the brackets slice the string rather than give a format.
+        let text = string_builtin(vm, bi, recv, &[], dbg)?;
+        return vm.slice(text, *r, dbg);
+    }
     match recv {
         Value::Num(n) => {
             vm.scratch.clear();

@@ -729,39 +729,73 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
+    /// How many items `x[r]` takes from a value of `size` items (FreeMarker's range-key rules:
+    /// an empty range gives an empty result, `a..*n` stops at the end, other overruns fail).
+    fn slice_len(&self, r: Range, size: usize, dbg: u32) -> VResult<usize> {
+        let first = r.start;
+        if first < 0 {
+            return Err(fail(dbg, format!("Negative range start index ({first}) isn't allowed for a range used for slicing")));
+        }
+        if r.len == Some(0) {
+            return Ok(0);
+        }
+        let size = size as i64;
+        if first > size || (first == size && r.len.is_some() && !r.adaptive && r.step > 0) {
+            return Err(fail(
+                dbg,
+                format!("Range start index {first} is out of bounds, because the sliced value has only {size} items"),
+            ));
+        }
+        Ok(match r.len {
+            None => (size - first) as usize,
+            Some(len) => {
+                let len = len.min(i64::MAX as u64) as i64;
+                let last = first.saturating_add((len - 1).saturating_mul(r.step));
+                if last < 0 {
+                    return Err(fail(dbg, format!("Negative range end index ({last}) isn't allowed for a range used for slicing")));
+                }
+                if last >= size {
+                    if r.adaptive {
+                        (size - first).unsigned_abs() as usize
+                    } else {
+                        return Err(fail(
+                            dbg,
+                            format!("Range end index {last} is out of bounds, because the sliced value has only {size} items"),
+                        ));
+                    }
+                } else {
+                    len as usize
+                }
+            }
+        })
+    }
+
     fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
         if let Some(s) = self.str_of(&recv) {
             let chars: Vec<char> = s.chars().collect();
-            let start = r.start.max(0) as usize;
-            let end = match r.len {
-                Some(l) => (r.start + l as i64).max(0) as usize,
-                None => chars.len(),
-            };
-            if start > chars.len() || end > chars.len() || r.step < 0 {
-                return Err(fail(dbg, "String slice out of range"));
-            }
-            let sub: String = chars[start..end].iter().collect();
+            let n = self.slice_len(r, chars.len(), dbg)?;
+            let sub: String = (0..n as i64)
+                .map(|i| chars[(r.start + i * r.step) as usize])
+                .collect();
             return Ok(self.arena_str(&sub));
         }
         let base = self.stack.len();
-        let n = self.push_items(recv, dbg, "[]\" left-hand operand")?;
-        let start = r.start;
-        let len = r.len.map_or(n as i64 - start, |l| l as i64);
-        if start < 0 || len < 0 || start + len > n as i64 || (r.step < 0 && len > 1) {
-            self.stack.truncate(base);
-            return Err(fail(
-                dbg,
-                format!("Range out of bounds: the sequence has {n} items"),
-            ));
-        }
+        let size = self.push_items(recv, dbg, "[]\" left-hand operand")?;
+        let n = match self.slice_len(r, size, dbg) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stack.truncate(base);
+                return Err(e);
+            }
+        };
         let from = self.seqs.len() as u32;
-        for i in 0..len {
-            let idx = if r.step < 0 { start - i } else { start + i };
+        for i in 0..n as i64 {
+            let idx = r.start + i * r.step;
             let v = self.stack[base + idx as usize];
             self.seqs.push(v);
         }
         self.stack.truncate(base);
-        Ok(Value::Seq(from, len as u32))
+        Ok(Value::Seq(from, n as u32))
     }
 
     // ------------------------------------------------------------ operators
@@ -926,6 +960,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 start: s,
                 len: None,
                 step: 1,
+                adaptive: false,
             },
             Some(Value::Num(e)) => {
                 let e = e.long_value();
@@ -934,16 +969,19 @@ impl<'a, 'o> Vm<'a, 'o> {
                         start: s,
                         len: Some(e.abs_diff(s).saturating_add(1)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     RangeKind::Exclusive => Range {
                         start: s,
                         len: Some(e.abs_diff(s)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     _ => Range {
                         start: s,
                         len: Some(e.unsigned_abs()),
                         step: if e >= 0 { 1 } else { -1 },
+                        adaptive: true,
                     },
                 }
             }

@@ -31,6 +31,8 @@ pub struct Range {
     pub len: Option<u64>,
     /// +1 or -1.
     pub step: i64,
+    /// `a..*n`: slicing with it stops at the end of the sliced value instead of failing.
+    pub adaptive: bool,
 }
 
 /// A value.
