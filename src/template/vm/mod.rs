@@ -455,8 +455,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn write_number(&mut self, n: &Number, dbg: u32) -> VResult<()> {
         match &self.settings.number_format {
             None => n.write_computer(self.out),
-            Some(f) => f
-                .format(n, self.out)
+            Some(f) => format_number(f, n, self.settings.comma_decimal, self.out)
                 .map_err(|e| fail(dbg, e.to_string()))?,
         }
         Ok(())
@@ -1761,30 +1760,53 @@ pub(crate) fn article(t: &str) -> &'static str {
     }
 }
 
-/// `#compress`: drops leading and trailing white-space, turns each white-space run containing a
-/// line break into one line break and every other run into one space.
+/// Java's `Character.isWhitespace`.
+fn java_ws(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | '\u{1c}'..='\u{1f}'
+    ) || (c.is_whitespace() && !matches!(c, '\u{a0}' | '\u{2007}' | '\u{202f}' | '\u{85}'))
+}
+
+/// `#compress`, as FreeMarker's `StandardCompress` writer: leading and trailing white-space
+/// (Java's definition) is dropped, and each inner run becomes the first line break it contains
+/// (`\r\n`, `\r` or `\n`, kept as written) or else one space.
 fn compress(input: &[u8], out: &mut BytesMut) {
-    let mut i = 0;
-    let n = input.len();
-    let mut at_start = true;
-    while i < n {
-        let c = input[i];
-        if c == b' ' || c == b'\t' || c == b'\n' || c == b'\r' || c == 0x0c {
-            let mut nl = false;
-            while i < n && matches!(input[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
-                if input[i] == b'\n' || input[i] == b'\r' {
-                    nl = true;
-                }
-                i += 1;
+    #[derive(PartialEq)]
+    enum St {
+        AtBeginning,
+        Init,
+        SawCr,
+        Cr,
+        CrLf,
+        Lf,
+    }
+    let text = String::from_utf8_lossy(input);
+    let mut state = St::AtBeginning;
+    let mut in_ws = true;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        if java_ws(c) {
+            in_ws = true;
+            match state {
+                St::Init if c == '\r' => state = St::SawCr,
+                St::Init if c == '\n' => state = St::Lf,
+                St::SawCr => state = if c == '\n' { St::CrLf } else { St::Cr },
+                _ => {}
             }
-            if at_start || i == n {
-                continue;
-            }
-            out.extend_from_slice(if nl { b"\n" } else { b" " });
-        } else {
-            at_start = false;
-            out.extend_from_slice(&[c]);
-            i += 1;
+            continue;
         }
+        if in_ws {
+            in_ws = false;
+            match state {
+                St::SawCr | St::Cr => out.extend_from_slice(b"\r"),
+                St::CrLf => out.extend_from_slice(b"\r\n"),
+                St::Lf => out.extend_from_slice(b"\n"),
+                St::AtBeginning => {}
+                St::Init => out.extend_from_slice(b" "),
+            }
+            state = St::Init;
+        }
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
     }
 }
