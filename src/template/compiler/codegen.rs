@@ -657,9 +657,15 @@ impl<'s> Gen<'s> {
     }
 
     fn switch(&mut self, n: &Node, v: &Expr) -> GResult<()> {
-        self.value(v)?;
+        // FreeMarker evaluates the value only to compare it with a #case.
         let tmp = self.frame.slot();
-        self.emit(Instr::Store(tmp));
+        if n.children
+            .iter()
+            .any(|c| matches!(c.kind, NodeKind::Case(Some(_))))
+        {
+            self.value(v)?;
+            self.emit(Instr::Store(tmp));
+        }
         let mut jumps = Vec::new();
         let mut default_idx = None;
         for (i, c) in n.children.iter().enumerate() {

@@ -1254,6 +1254,22 @@ impl<'s> Parser<'s> {
         };
         self.pos = t.end;
         let r = self.parse_rel()?;
+        for side in [&l, &r] {
+            if let ExprKind::Seq(_) | ExprKind::Hash(_) = side.kind {
+                return self.err(
+                    side.pos.offset as usize,
+                    format!(
+                        "Found {} literal: {}. Expecting different type for equality check",
+                        if matches!(side.kind, ExprKind::Seq(_)) {
+                            "list"
+                        } else {
+                            "hash"
+                        },
+                        &self.src[side.pos.offset as usize..side.end as usize]
+                    ),
+                );
+            }
+        }
         Ok(self.mk(ExprKind::Binary(op, Box::new(l), Box::new(r)), start))
     }
 

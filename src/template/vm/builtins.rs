@@ -1007,6 +1007,20 @@ fn string_builtin<'a>(
         let text = string_builtin(vm, bi, recv, &[], dbg)?;
         return vm.slice(text, *r, dbg);
     }
+    let max_args = match recv {
+        Value::Bool(_) => 2,
+        _ => 1,
+    };
+    if args.len() > max_args || (matches!(recv, Value::Bool(_)) && args.len() == 1) {
+        return Err(fail(
+            dbg,
+            format!(
+                "?string(...) expects {} argument but has received {}.",
+                if max_args == 2 { "0 or 2" } else { "1" },
+                args.len()
+            ),
+        ));
+    }
     match recv {
         Value::Num(n) => {
             vm.scratch.clear();

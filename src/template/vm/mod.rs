@@ -1129,7 +1129,10 @@ impl<'a, 'o> Vm<'a, 'o> {
         };
         self.depth += 1;
         let stack_before = self.stack.len();
+        // What a function body prints is discarded, as in FreeMarker.
+        let out_mark = self.out.len();
         let r = self.exec(pc as usize, &new);
+        self.out.truncate(out_mark);
         self.depth -= 1;
         self.locals.truncate(base);
         self.loops.truncate(loop_base);
