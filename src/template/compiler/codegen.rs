@@ -928,8 +928,7 @@ impl<'s> Gen<'s> {
                 match rhs {
                     Some(r) => self.value(r)?,
                     None => {
-                        let c = self.str_const("");
-                        self.emit(Instr::Const(c));
+                        self.emit(Instr::PushEmpty);
                     }
                 }
                 let h = self.here();

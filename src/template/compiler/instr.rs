@@ -53,6 +53,8 @@ pub enum Instr {
     Const(u32),
     /// Pushes the missing value (an unset variable).
     PushMissing,
+    /// Pushes the empty string-sequence-hash that `x!` gives for a missing `x`.
+    PushEmpty,
     /// Pushes local slot `i` of the current frame.
     Load(u32),
     /// Pops into local slot `i` of the current frame.

@@ -187,6 +187,7 @@ fn want_args(bi: Bi, args: &[Value<'_>], min: usize, max: usize, dbg: u32) -> VR
 
 fn is_seq(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_array(),
         Value::Seq(..) | Value::Range(_) => true,
         _ => false,
@@ -195,6 +196,7 @@ fn is_seq(v: &Value<'_>) -> bool {
 
 fn is_hash_ex(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_object(),
         Value::Hash(..) => true,
         _ => false,
@@ -253,6 +255,7 @@ fn map_str<'a>(
     vm.scratch.clear();
     match v {
         Value::Str(s) => f(s, &mut vm.scratch),
+        Value::Empty => f("", &mut vm.scratch),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             f(&vm.arena[a as usize..b as usize], &mut vm.scratch)
         }
@@ -564,6 +567,7 @@ fn eval<'a>(
         Keys | Values => {
             let mut n = 0;
             match recv {
+                Value::Empty => {}
                 Value::Json(j) if j.is_object() => {
                     if let Some(o) = j.as_object() {
                         for (k, v) in o.iter() {
@@ -716,6 +720,7 @@ fn eval<'a>(
         HasContent => Value::Bool(match recv {
             Value::Missing => false,
             Value::Str(s) => !s.is_empty(),
+            Value::Empty => false,
             Value::Arena(a, b) => a != b,
             Value::Json(j) => match (j.as_array(), j.as_object()) {
                 (Some(a), _) => !a.is_empty(),
@@ -732,7 +737,7 @@ fn eval<'a>(
         IsSequence | IsIndexable => Value::Bool(is_seq(&recv)),
         IsHash => Value::Bool(matches!(
             recv,
-            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics
+            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics | Value::Empty
         )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
         IsCollection | IsCollectionEx => Value::Bool(false),
@@ -1059,7 +1064,16 @@ fn string_builtin<'a>(
             f.format(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()
         }
-        Value::Str(_) | Value::Arena(..) | Value::Markup(..) => Ok(recv),
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if !args.is_empty() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \"...(...)\" callee: Expected a method or function, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty => Ok(recv),
         other => Err(vm.type_error(
             dbg,
             "?string\" left-hand operand",
@@ -1178,6 +1192,7 @@ pub(crate) fn write_json<'a>(
     match v {
         Value::Missing => out.extend_from_slice(b"null"),
         Value::Str(s) => escape::jackson_string(s, out),
+        Value::Empty => out.extend_from_slice(b"\"\""),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             escape::jackson_string(&vm.arena[a as usize..b as usize], out)
         }

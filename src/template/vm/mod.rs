@@ -264,6 +264,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn str_of<'s>(&'s self, v: &Value<'a>) -> Option<&'s str> {
         match *v {
             Value::Str(s) => Some(s),
+            Value::Empty => Some(""),
             Value::Arena(a, b) | Value::Markup(a, b) => Some(&self.arena[a as usize..b as usize]),
             _ => None,
         }
@@ -403,6 +404,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Writes a scalar as an interpolation does.
     fn write_interp(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
         match v {
+            Value::Empty => {}
             Value::Str(s) => {
                 if html {
                     crate::template::format::escape::html(s, self.out);
@@ -482,6 +484,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn scalar_to_scratch(&mut self, v: Value<'a>, dbg: u32) -> VResult<()> {
         match v {
             Value::Str(s) => self.scratch.extend_from_slice(s.as_bytes()),
+            Value::Empty => {}
             Value::Arena(a, b) | Value::Markup(a, b) => self
                 .scratch
                 .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]),
@@ -522,7 +525,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     #[inline]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
-            Value::Missing => Value::Missing,
+            Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
                     obj.get(name).map_or(Value::Missing, Value::from_tape)
@@ -571,6 +574,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         match v {
             Value::Json(j) => j.as_array().map(|a| a.len()),
             Value::Seq(_, len) => Some(*len as usize),
+            Value::Empty => Some(0),
             Value::Range(r) => r.len.map(|l| l as usize),
             _ => None,
         }
@@ -579,6 +583,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Pushes all items of a sequence onto the stack; returns how many.
     pub(crate) fn push_items(&mut self, v: Value<'a>, dbg: u32, what: &str) -> VResult<usize> {
         match v {
+            Value::Empty => Ok(0),
             Value::Json(j) => {
                 let Some(arr) = j.as_array() else {
                     return Err(self.type_error(dbg, what, "a sequence", &v));
@@ -637,6 +642,9 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn index(&mut self, recv: Value<'a>, key: Value<'a>, dbg: u32) -> VResult<Value<'a>> {
         if let Value::Range(r) = key {
             return self.slice(recv, r, dbg);
+        }
+        if let Value::Empty = recv {
+            return Ok(Value::Missing);
         }
         if let Value::Num(n) = key {
             let i = n.int_value();
@@ -1012,6 +1020,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
             }
             Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Empty => (LoopSrc::Pool(0), Some(0)),
             Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
             Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),
             other => {
@@ -1333,6 +1342,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.stack.push(v);
                 }
                 Instr::PushMissing => self.stack.push(Value::Missing),
+                Instr::PushEmpty => self.stack.push(Value::Empty),
                 Instr::Load(s) => {
                     let v = self.locals[ctx.base + s as usize];
                     self.stack.push(v);
