@@ -136,6 +136,8 @@ pub enum Instr {
     CaptureBegin,
     /// Ends capturing: pushes the captured text as a string.
     CaptureEnd,
+    /// Leaves a capture early (`#break` inside it): drops what it captured.
+    CaptureAbort,
     /// Starts `#compress`.
     CompressBegin,
     /// Ends `#compress`: collapses the white-space of what was written since the begin.

@@ -1064,6 +1064,15 @@ fn string_builtin<'a>(
             f.format(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()
         }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if style.is_some() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \".\" left-hand operand: Expected a hash, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
         Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if !args.is_empty() => {
             Err(fail(
                 dbg,

@@ -778,6 +778,14 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 
     fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
+        let recv = if let Value::Num(_) | Value::Date(_) | Value::Bool(_) = recv {
+            // A number, date or boolean is sliced as its text.
+            self.scratch.clear();
+            self.scalar_to_scratch(recv, dbg)?;
+            self.scratch_to_arena()?
+        } else {
+            recv
+        };
         if let Some(s) = self.str_of(&recv) {
             let chars: Vec<char> = s.chars().collect();
             let n = self.slice_len(r, chars.len(), dbg)?;
@@ -1674,6 +1682,10 @@ impl<'a, 'o> Vm<'a, 'o> {
                     }
                     self.out.truncate(m);
                     self.stack.push(Value::Arena(a, self.arena.len() as u32));
+                }
+                Instr::CaptureAbort => {
+                    let m = self.marks.pop().unwrap_or(self.out.len());
+                    self.out.truncate(m);
                 }
                 Instr::CompressEnd => {
                     let m = self.marks.pop().unwrap_or(self.out.len());
