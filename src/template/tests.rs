@@ -262,6 +262,12 @@ fn deep_recursion_fails_on_a_small_stack() {
 #[test]
 fn value_stays_small() {
     // Values are copied on every instruction; keep them within one cache line.
+    eprintln!(
+        "Value={} Number={} Instr={}",
+        std::mem::size_of::<vm::value::Value<'_>>(),
+        std::mem::size_of::<format::Number>(),
+        std::mem::size_of::<compiler::instr::Instr>()
+    );
     assert!(std::mem::size_of::<vm::value::Value<'_>>() <= 64);
 }
 

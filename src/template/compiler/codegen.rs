@@ -407,6 +407,26 @@ impl<'s> Gen<'s> {
         match &n.kind {
             NodeKind::Text(t) => self.text(t),
             NodeKind::Interp(e) => {
+                if !(self.json_mode && self.json_in_string) {
+                    if let ExprKind::Dot(recv, name) = &e.kind {
+                        if let Some(fused) = self.fused_dot(recv, name, false) {
+                            let d = self.dbg(e);
+                            match fused {
+                                Instr::LocalDot(s, c, rd) => {
+                                    self.emit(Instr::EmitLocalDot(s, c, rd, d));
+                                }
+                                Instr::InputDot(c, _) => {
+                                    self.emit(Instr::EmitInputDot(c, d));
+                                }
+                                other => {
+                                    self.emit(other);
+                                    self.emit(Instr::Emit(d));
+                                }
+                            }
+                            return Ok(());
+                        }
+                    }
+                }
                 self.expr(e, false)?;
                 let d = self.dbg(e);
                 if self.json_mode && self.json_in_string {

@@ -75,6 +75,10 @@ pub enum Instr {
     LocalDot(u32, u32, u32),
     /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
     InputDot(u32, u32),
+    /// Fused `${local.name}`: appends the sub-variable as `Emit(dbg)` would.
+    EmitLocalDot(u32, u32, u32, u32),
+    /// Fused `${input.name}`: appends the sub-variable as `Emit(dbg)` would.
+    EmitInputDot(u32, u32),
     /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
     Index(u32),
     /// Pops `argc` arguments and a callee (method or function), pushes the result.

@@ -1414,6 +1414,26 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.dot(self.input, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
+                Instr::EmitLocalDot(slot, name, rdbg, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(rdbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
+                }
+                Instr::EmitInputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
+                }
                 Instr::Index(dbg) => {
                     let key = self.pop();
                     let recv = self.pop();
