@@ -522,7 +522,18 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ data access
 
-    #[inline]
+    /// `recv.name`, with the JSON-object case (the hot path) first and without a `Result`.
+    #[inline(always)]
+    fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
+        if let Value::Json(j) = recv {
+            if let Some(o) = j.as_object() {
+                return Ok(o.get(name).map_or(Value::Missing, Value::from_tape));
+            }
+        }
+        self.dot(recv, name, dbg)
+    }
+
+    #[inline(never)]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
             Value::Missing | Value::Empty => Value::Missing,
@@ -1393,7 +1404,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::LocalDot(slot, name, dbg) => {
@@ -1404,14 +1415,14 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::InputDot(name, dbg) => {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::EmitLocalDot(slot, name, rdbg, dbg) => {
@@ -1422,7 +1433,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.write_interp(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
@@ -1430,7 +1441,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
                     self.write_interp(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
