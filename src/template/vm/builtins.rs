@@ -1105,11 +1105,60 @@ fn loose_eq<'a>(vm: &Vm<'a, '_>, a: &Value<'a>, b: &Value<'a>) -> bool {
     }
 }
 
+/// Base letter of common accented Latin letters (the collator's primary strength ignores accents).
+fn base_letter(c: char) -> (char, bool) {
+    const TABLE: &[(&str, char)] = &[
+        ("ÀÁÂÃÄÅàáâãäåĀāĂăĄą", 'a'),
+        ("ÇçĆćČč", 'c'),
+        ("ÈÉÊËèéêëĒēĘęĚě", 'e'),
+        ("ÌÍÎÏìíîïĪīİı", 'i'),
+        ("ÑñŃńŇň", 'n'),
+        ("ÒÓÔÕÖØòóôõöøŌō", 'o'),
+        ("ÙÚÛÜùúûüŪūŮů", 'u'),
+        ("ÝýÿŸ", 'y'),
+        ("ŚśŠšŞş", 's'),
+        ("ŹźŻżŽž", 'z'),
+    ];
+    for (set, base) in TABLE {
+        if set.contains(c) {
+            return (*base, true);
+        }
+    }
+    (c, false)
+}
+
 fn collate(a: &str, b: &str) -> std::cmp::Ordering {
-    // Approximates Java's en_US Collator: case-insensitive first, then lower case first.
-    let la = a.to_lowercase();
-    let lb = b.to_lowercase();
-    la.cmp(&lb).then_with(|| b.cmp(a))
+    // Approximates Java's en_US Collator: white-space is ignorable; punctuation and symbols sort
+    // before digits, digits before letters; letters compare without accents and case first,
+    // then unaccented before accented, then lower case before upper case.
+    const PUNCT: &str = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$";
+    fn primary(s: &str) -> impl Iterator<Item = (u8, u32)> + '_ {
+        s.chars().filter(|c| !c.is_whitespace()).map(|c| {
+            if c.is_alphabetic() {
+                let (b, _) = base_letter(c);
+                (2, b.to_lowercase().next().unwrap_or(b) as u32)
+            } else if c.is_numeric() {
+                (1, c as u32)
+            } else {
+                (0, PUNCT.find(c).map_or(1000 + c as u32, |i| i as u32))
+            }
+        })
+    }
+    fn secondary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| base_letter(c).1)
+    }
+    fn tertiary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.is_uppercase())
+    }
+    primary(a)
+        .cmp(primary(b))
+        .then_with(|| secondary(a).cmp(secondary(b)))
+        .then_with(|| tertiary(a).cmp(tertiary(b)))
+        .then_with(|| a.cmp(b))
 }
 
 fn sort<'a>(

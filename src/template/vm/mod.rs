@@ -654,7 +654,8 @@ impl<'a, 'o> Vm<'a, 'o> {
         if let Value::Range(r) = key {
             return self.slice(recv, r, dbg);
         }
-        if let Value::Empty = recv {
+        if let Value::Empty | Value::Missing = recv {
+            // Only reached inside `(...)!` / `(...)??`: a missing step gives missing.
             return Ok(Value::Missing);
         }
         if let Value::Num(n) = key {
