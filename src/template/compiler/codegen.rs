@@ -325,7 +325,7 @@ impl<'s> Gen<'s> {
                         self.patch(j, h);
                     }
                     None => {
-                        self.emit(Instr::RequireParam(i as u32, i as u32));
+                        self.emit(Instr::RequireParam(i as u32, idx));
                     }
                 }
             }
@@ -820,14 +820,14 @@ impl<'s> Gen<'s> {
                 }
             }
         }
+        let d = self.dbg_pos(n.begin, name.as_deref().unwrap_or("macro"));
         let site = self.p.sites.len() as u32;
         self.p.sites.push(CallSite {
             arg_params,
             unknown_arg,
             body: None,
+            dbg: d,
         });
-        let d = self.dbg_pos(n.begin, name.as_deref().unwrap_or("macro"));
-        let _ = d;
         self.emit(Instr::CallMacro(mac, site));
         if !n.children.is_empty() || !loop_vars.is_empty() {
             let skip = self.emit(Instr::Jump(0));

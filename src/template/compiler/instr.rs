@@ -91,7 +91,7 @@ pub enum Instr {
     DefaultJump(u32),
     /// Jumps when local slot `slot` is not missing (parameter defaults).
     JumpIfSet(u32, u32),
-    /// Fails when local slot `slot` (parameter `param` of the current macro) is missing.
+    /// Fails when parameter `i` (local slot `i`) of macro `m` is missing.
     RequireParam(u32, u32),
     /// Pops a boolean, pushes its negation.
     Not(u32),
@@ -208,6 +208,8 @@ pub struct CallSite {
     pub unknown_arg: Option<String>,
     /// Nested content: first instruction, and the caller-frame slots of its loop variables.
     pub body: Option<(u32, Vec<u32>)>,
+    /// The call's position (for errors about the call).
+    pub dbg: u32,
 }
 
 /// A lambda (`x -> expr`).

@@ -93,6 +93,8 @@ struct Ctx<'c> {
     loop_base: usize,
     caller: Option<&'c Ctx<'c>>,
     site: Option<u32>,
+    /// Position of the macro/function call that made this frame (`u32::MAX` at top level).
+    call_dbg: u32,
 }
 
 pub(crate) enum LoopSrc<'a> {
@@ -204,6 +206,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         match self.exec(0, &ctx) {
             Ok(()) => Ok(()),
@@ -222,6 +225,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         self.exec(0, &ctx)?;
         Ok(self.stack.pop().unwrap_or(Value::Missing))
@@ -1155,6 +1159,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: None,
             site: None,
+            call_dbg: dbg,
         };
         self.depth += 1;
         let stack_before = self.stack.len();
@@ -1179,7 +1184,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let info = &self.p.macros[m as usize];
         let s = &self.p.sites[site as usize];
         let argc = s.arg_params.len();
-        let dbg = u32::MAX;
+        let dbg = s.dbg;
         if let Some(u) = &s.unknown_arg {
             return Err(fail(
                 dbg,
@@ -1213,6 +1218,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: Some(ctx),
             site: Some(site),
+            call_dbg: dbg,
         };
         self.depth += 1;
         let r = self.exec(info.pc as usize, &new);
@@ -1245,6 +1251,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: ctx_loop,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         if self.depth >= MAX_DEPTH {
             return Err(fail(u32::MAX, "Too deep recursion"));
@@ -1473,27 +1480,16 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
-                Instr::RequireParam(s, i) => {
-                    if self.locals[ctx.base + s as usize].is_missing() {
-                        let name = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| {
-                                m.pc as usize <= pc && (pc - m.pc as usize) <= m.params.len() * 4
-                            })
-                            .map_or("?", |m| m.name.as_str());
-                        let pname = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| m.name == name)
-                            .and_then(|m| m.params.get(i as usize))
-                            .map_or("?", |s| s.as_str());
+                Instr::RequireParam(i, m) => {
+                    if self.locals[ctx.base + i as usize].is_missing() {
+                        let info = &p.macros[m as usize];
+                        let pname = info.params.get(i as usize).map_or("?", |s| s.as_str());
                         return Err(fail(
-                            u32::MAX,
+                            ctx.call_dbg,
                             format!(
-                                "When calling macro {name:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                "When calling {} {:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                if info.function { "function" } else { "macro" },
+                                info.name,
                                 i + 1
                             ),
                         ));
