@@ -189,7 +189,7 @@ fn is_seq(v: &Value<'_>) -> bool {
     match v {
         Value::Empty => true,
         Value::Json(j) => j.is_array(),
-        Value::Seq(..) | Value::Range(_) => true,
+        Value::Seq(..) | Value::Coll(..) | Value::Range(_) => true,
         _ => false,
     }
 }
@@ -596,7 +596,10 @@ fn eval<'a>(
                     ))
                 }
             }
-            vm.make_seq(n)
+            match vm.make_seq(n) {
+                Value::Seq(a, b) => Value::Coll(a, b),
+                v => v,
+            }
         }
         First | Last => {
             let base_sp = vm.stack.len();
@@ -727,7 +730,7 @@ fn eval<'a>(
                 (_, Some(o)) => !o.is_empty(),
                 _ => true,
             },
-            Value::Seq(_, n) | Value::Hash(_, n) => n > 0,
+            Value::Seq(_, n) | Value::Coll(_, n) | Value::Hash(_, n) => n > 0,
             Value::Range(r) => r.len != Some(0),
             _ => true,
         }),
@@ -740,7 +743,7 @@ fn eval<'a>(
             Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics | Value::Empty
         )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
-        IsCollection | IsCollectionEx => Value::Bool(false),
+        IsCollection | IsCollectionEx => Value::Bool(matches!(recv, Value::Coll(..))),
         IsEnumerable => Value::Bool(is_seq(&recv)),
         IsDate | IsDateLike => Value::Bool(matches!(recv, Value::Date(_))),
         IsMacro | IsDirective => {
@@ -1282,7 +1285,7 @@ pub(crate) fn write_json<'a>(
                 out.extend_from_slice(b"}");
             }
         }
-        Value::Seq(s, n) => {
+        Value::Seq(s, n) | Value::Coll(s, n) => {
             out.extend_from_slice(b"[");
             for i in 0..n {
                 if i > 0 {

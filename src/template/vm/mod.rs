@@ -588,7 +588,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn seq_len(&self, v: &Value<'a>) -> Option<usize> {
         match v {
             Value::Json(j) => j.as_array().map(|a| a.len()),
-            Value::Seq(_, len) => Some(*len as usize),
+            Value::Seq(_, len) | Value::Coll(_, len) => Some(*len as usize),
             Value::Empty => Some(0),
             Value::Range(r) => r.len.map(|l| l as usize),
             _ => None,
@@ -609,7 +609,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
                 Ok(n)
             }
-            Value::Seq(s, len) => {
+            Value::Seq(s, len) | Value::Coll(s, len) => {
                 for i in s..s + len {
                     let item = self.seqs[i as usize];
                     self.stack.push(item);
@@ -677,7 +677,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         ))
                     }
                 },
-                Value::Seq(s, len) => {
+                Value::Seq(s, len) | Value::Coll(s, len) => {
                     if i >= 0 && (i as u32) < len {
                         self.seqs[(s + i as u32) as usize]
                     } else {
@@ -1043,7 +1043,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     ));
                 }
             }
-            Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Seq(s, n) | Value::Coll(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
             Value::Empty => (LoopSrc::Pool(0), Some(0)),
             Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
             Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),

@@ -57,6 +57,8 @@ pub enum Value<'a> {
     Json(TapeValue<'a, 'a>),
     /// A sequence built at run time: `start..start+len` of the sequence pool.
     Seq(u32, u32),
+    /// A sequence that is also a collection (`?keys`, `?values`): like `Seq`.
+    Coll(u32, u32),
     /// A hash built at run time: `start..start+len` of the hash pool.
     Hash(u32, u32),
     /// A numeric range.
@@ -124,6 +126,7 @@ impl<'a> Value<'a> {
                 }
             }
             Value::Seq(..) | Value::Range(_) => "sequence",
+            Value::Coll(..) => "collection+sequence",
             Value::Hash(..) => "extended_hash",
             Value::Method(..) => "method",
             Value::Util | Value::Statics => "hash",
