@@ -75,6 +75,10 @@ pub struct Pipeline {
     pub drain_timeout: Duration,
     /// Period of offset commits.
     pub commit_interval: Duration,
+    /// Consecutive failed attempts that open a destination's circuit (0: never).
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit skips attempts before one probe.
+    pub circuit_breaker_cooldown: Duration,
 }
 
 /// `[retry]`, validated: the schedule is usable and its tier topics are legal Kafka names that

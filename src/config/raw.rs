@@ -101,6 +101,19 @@ pub struct RawPipeline {
     /// How often settled offsets are committed.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: String,
+    /// Consecutive failed attempts that open a destination's circuit; 0 = never.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit skips attempts before one probe.
+    #[serde(default = "default_breaker_cooldown")]
+    pub circuit_breaker_cooldown: String,
+}
+
+fn default_breaker_failures() -> u32 {
+    10
+}
+fn default_breaker_cooldown() -> String {
+    "5s".into()
 }
 
 fn default_max_in_flight() -> usize {
@@ -124,6 +137,8 @@ impl Default for RawPipeline {
             max_in_flight_per_destination: default_max_in_flight_per_destination(),
             drain_timeout: default_drain_timeout(),
             commit_interval: default_commit_interval(),
+            circuit_breaker_failures: default_breaker_failures(),
+            circuit_breaker_cooldown: default_breaker_cooldown(),
         }
     }
 }

@@ -51,6 +51,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.pipeline.max_in_flight_per_destination, 1_000);
     assert_eq!(c.pipeline.drain_timeout, Duration::from_secs(30));
     assert_eq!(c.pipeline.commit_interval, Duration::from_secs(1));
+    assert_eq!(c.pipeline.circuit_breaker_failures, 10);
+    assert_eq!(c.pipeline.circuit_breaker_cooldown, Duration::from_secs(5));
     assert_eq!(c.telemetry.listen.to_string(), "0.0.0.0:9464");
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
     let d = &c.destinations[0];

@@ -327,14 +327,23 @@ fn pipeline(raw: &super::raw::RawPipeline, p: &mut Problems) -> Option<Pipeline>
     }
     let drain_timeout = parse_duration(&raw.drain_timeout, "pipeline.drain_timeout", p);
     let commit_interval = parse_duration(&raw.commit_interval, "pipeline.commit_interval", p);
-    match (drain_timeout, commit_interval) {
-        (Some(drain_timeout), Some(commit_interval)) if p.0.len() == before => Some(Pipeline {
-            workers,
-            max_in_flight: raw.max_in_flight,
-            max_in_flight_per_destination: raw.max_in_flight_per_destination,
-            drain_timeout,
-            commit_interval,
-        }),
+    let cooldown = parse_duration(
+        &raw.circuit_breaker_cooldown,
+        "pipeline.circuit_breaker_cooldown",
+        p,
+    );
+    match (drain_timeout, commit_interval, cooldown) {
+        (Some(drain_timeout), Some(commit_interval), Some(cooldown)) if p.0.len() == before => {
+            Some(Pipeline {
+                workers,
+                max_in_flight: raw.max_in_flight,
+                max_in_flight_per_destination: raw.max_in_flight_per_destination,
+                drain_timeout,
+                commit_interval,
+                circuit_breaker_failures: raw.circuit_breaker_failures,
+                circuit_breaker_cooldown: cooldown,
+            })
+        }
         _ => None,
     }
 }

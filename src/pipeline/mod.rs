@@ -18,11 +18,13 @@
 //! failing) and saturated slows the other destinations fed by the same partitions, down to its
 //! own throughput (`max_in_flight_per_destination / latency`). A *failing* destination holds a
 //! permit for one attempt only (at most ~4 s of tries plus the request timeout) and then hands
-//! the delivery to the failure path, so it cannot stall healthy destinations beyond that. With
-//! the durable retry tiers (`retry::Parker` behind [`settle::FailurePath`]) the failed work waits
-//! in Kafka, not in memory or in the partitions' way. Raise `max_in_flight_per_destination` for
-//! destinations with high latency and high volume.
+//! the delivery to the failure path (the durable retry tiers: the failed work waits in Kafka,
+//! not in memory or in the partitions' way); after `circuit_breaker_failures` consecutive failed
+//! attempts its [`breaker`] opens and its deliveries are parked without an attempt, so a dead
+//! destination stops costing the healthy ones anything. Raise `max_in_flight_per_destination`
+//! for destinations with high latency and high volume.
 
+pub mod breaker;
 pub mod id;
 pub mod settle;
 pub mod user;
@@ -34,7 +36,7 @@ use crate::retry::service::RetryStartError;
 use crate::retry::{RetryService, RetrySettings, RetryTasks, TierLimits};
 use crate::route::TopicKind;
 use crate::source::{self, Source, SourceError};
-use crate::telemetry::{DestinationMetrics, Telemetry};
+use crate::telemetry::{DestinationMetrics, Telemetry, TopicMetrics};
 use settle::{DeadLetters, FailurePath};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,11 +83,12 @@ pub(crate) struct Shared {
     destinations: Vec<Arc<Destination>>,
     clients: Vec<Client>,
     metrics: Vec<DestinationMetrics>,
+    breakers: Vec<breaker::Breaker>,
     permits: Vec<Arc<Semaphore>>,
     total: Arc<Semaphore>,
     failure: Arc<dyn FailurePath>,
     telemetry: Arc<Telemetry>,
-    topic_kinds: HashMap<String, TopicKind>,
+    topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
 }
 
@@ -163,10 +166,10 @@ pub async fn run(
     };
     let mut topic_kinds = HashMap::new();
     for t in &config.topics.events {
-        topic_kinds.insert(t.clone(), TopicKind::Events);
+        topic_kinds.insert(t.clone(), (TopicKind::Events, telemetry.topic(t)));
     }
     for t in &config.topics.identify {
-        topic_kinds.insert(t.clone(), TopicKind::Identify);
+        topic_kinds.insert(t.clone(), (TopicKind::Identify, telemetry.topic(t)));
     }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(
@@ -180,6 +183,16 @@ pub async fn run(
             .destinations
             .iter()
             .map(|d| telemetry.destination(&d.name))
+            .collect(),
+        breakers: config
+            .destinations
+            .iter()
+            .map(|_| {
+                breaker::Breaker::new(
+                    config.pipeline.circuit_breaker_failures,
+                    config.pipeline.circuit_breaker_cooldown,
+                )
+            })
             .collect(),
         permits: config
             .destinations

@@ -389,7 +389,8 @@ url = "{}"
 "#,
         head(&unique_name("pl-ugroup"), &[&events], &[&identify], &dlq),
         users.url(),
-    );
+    )
+    .replace("[telemetry]\n", "[telemetry]\nlog_format = \"json\"\n");
     let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
     let identifies: Vec<String> = (0..5)
         .map(|i| {
@@ -423,6 +424,17 @@ url = "{}"
     }
     // Events themselves are not sent: the events toggle is off.
     assert!(reqs.iter().all(|r| r.json().get("event_type").is_none()));
+    // log_format = "json": every log line is one JSON object.
+    let log = hp.log();
+    assert!(log.contains("pipeline running"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,4 +871,190 @@ async fn failed_first_attempts_are_parked_and_retried_with_the_same_id() {
         .collect();
     assert_eq!(ids.len(), 1, "one id across tries and attempts");
     assert_eq!(ok[0].body_str(), event(0, "purchase"));
+}
+
+#[test]
+fn check_accepts_the_examples_and_lists_every_problem_of_a_broken_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+        .args(["check", "--config"])
+        .arg(root.join("examples/hookpipe.toml"))
+        .env("BRAZE_TOKEN", "Bearer example-token-value")
+        .env(
+            "HOOKPIPE_BRAZE_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok: 2 destinations enabled"), "{stdout}");
+    assert!(
+        stdout.contains("retry: 10 attempts over 14400s"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("example-token-value"),
+        "no secret in the summary"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+events = ["ev"]
+dead_letter = "dlq"
+[[destinations]]
+name = "x"
+url = "gopher://example.com"
+headers = [{ name = "User-Agent", value = "me" }, { name = "X-Token", value_env = "PL_CHECK_UNSET" }]
+[destinations.events]
+template_inline = "${input.event_type"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .env_remove("PL_CHECK_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    for expected in [
+        "destinations[0] \"x\".url: scheme \"gopher\"",
+        "destinations[0] \"x\".headers[0].name: \"User-Agent\" is a preset header",
+        "destinations[0] \"x\".headers[1].value_env: environment variable PL_CHECK_UNSET is not set",
+        "destinations[0] \"x\".events: destinations[0] \"x\".events.template_inline:1:",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains('^'),
+        "a caret under the template error:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_stream_loses_nothing() {
+    const N: usize = 400;
+    let events = unique_topic("pl-bevents", 4).await;
+    let dlq = unique_topic("pl-bdlq", 1).await;
+    let receiver = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(50),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"r\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&unique_name("pl-bgroup"), &[&events], &[], &dlq),
+        receiver.url(),
+    )
+    .replace(
+        "max_in_flight_per_destination = 50",
+        "max_in_flight_per_destination = 5",
+    );
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    let a = Hookpipe::start(dir.path(), "a", &config, &[]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.count() < N / 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress; log:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A second member joins while the first has deliveries in flight: partitions are revoked
+    // from it mid-stream and handed over at the committed (settled) offsets.
+    let b = Hookpipe::start(dir.path(), "b", &config, &[]);
+    b.wait_assigned().await;
+    let at_rebalance = receiver.count();
+    assert!(
+        at_rebalance < N,
+        "the rebalance should land mid-stream ({at_rebalance} of {N})"
+    );
+    let ids = wait_unique(&receiver, N, "across the rebalance", &[&a, &b]).await;
+    assert_eq!(ids.len(), N);
+    assert!(
+        a.log().contains("partitions revoked"),
+        "the first member saw a revoke:\n{}",
+        a.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_destination_does_not_hold_up_a_healthy_one() {
+    const N: usize = 200;
+    let events = unique_topic("pl-devents", 2).await;
+    let dlq = unique_topic("pl-ddlq", 1).await;
+    // Answers far later than the request timeout: every try times out.
+    let dead = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_secs(30),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let healthy = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("pl-dgroup");
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"dead\"\nurl = \"{}\"\nrequest_timeout = \"300ms\"\n[destinations.events]\n[[destinations]]\nname = \"healthy\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&group, &[&events], &[], &dlq),
+        dead.url(),
+        healthy.url(),
+    )
+    .replace("max_in_flight_per_destination = 50", "max_in_flight_per_destination = 5")
+    .replace(
+        "commit_interval = \"200ms\"",
+        "commit_interval = \"200ms\"\ncircuit_breaker_failures = 5\ncircuit_breaker_cooldown = \"2s\"",
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    hp.wait_assigned().await;
+    let started = tokio::time::Instant::now();
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    // Without the breaker, 5 permits held ~1.2 s per dead attempt would pace the healthy
+    // destination at ~4 messages/s (~50 s for 200).
+    let ok = healthy.wait_for_successes(N, Duration::from_secs(20)).await;
+    assert_eq!(
+        ok.len(),
+        N,
+        "healthy got {} of {N}; log:\n{}",
+        ok.len(),
+        hp.log()
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let skipped = hp
+        .metric("hookpipe_deliveries_total{destination=\"dead\",outcome=\"skipped\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(skipped > 0.0, "the dead destination's circuit opened");
+    assert!(hp.log().contains("circuit open"), "{}", hp.log());
+    // Every source offset settles: the dead destination's deliveries are parked, not lost.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let committed: i64 = committed_offsets(&group, &events)
+            .await
+            .values()
+            .map(|o| o.unwrap_or(0))
+            .sum();
+        if committed == N as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {committed} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
