@@ -128,6 +128,7 @@ fn bench(c: &mut Criterion) {
         cohorts: CohortFilter::All,
         batch_size: BatchSize::DEFAULT,
         template: Some(Template::compile("seed", SEED_TEMPLATE, &Options::default()).unwrap()),
+        request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
     };
     let mut renderer = Renderer::default();
     g.bench_function("batch_seed_template/hookpipe", |b| {
@@ -135,7 +136,7 @@ fn bench(c: &mut Criterion) {
             let (mut users, mut payloads, mut bytes) = (0, 0, 0);
             for chunk in &chunks {
                 renderer.render_chunk(chunk, &route, |r| {
-                    let r = r.unwrap();
+                    assert!(r.error.is_none());
                     users += r.users;
                     payloads += 1;
                     bytes += r.request.body.len();
@@ -160,7 +161,8 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("hookpipe", |b| {
         b.iter(|| {
-            let r = renderer.render(&batch, &route).unwrap();
+            let r = renderer.render(&batch, &route);
+            assert!(r.error.is_none());
             assert!(std::str::from_utf8(&r.request.body)
                 .unwrap()
                 .contains(last.as_str()));

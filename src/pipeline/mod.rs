@@ -21,6 +21,7 @@
 //! in Kafka, not in memory or in the partitions' way. Raise `max_in_flight_per_destination` for
 //! destinations with high latency and high volume.
 
+mod cohort;
 pub mod id;
 pub mod settle;
 pub mod user;
@@ -73,6 +74,8 @@ pub struct Summary {
 pub(crate) struct Shared {
     destinations: Vec<Arc<Destination>>,
     clients: Vec<Client>,
+    /// Per destination with cohorts: a client with the cohort request timeout.
+    cohort_clients: Vec<Option<Client>>,
     metrics: Vec<DestinationMetrics>,
     permits: Vec<Arc<Semaphore>>,
     total: Arc<Semaphore>,
@@ -116,6 +119,23 @@ pub async fn run(
         })?;
         clients.push(client);
     }
+    let mut cohort_clients = Vec::new();
+    for d in &config.destinations {
+        let client = match &d.cohorts {
+            Some(c) => Some(
+                Client::new(Endpoint {
+                    request_timeout: c.request_timeout,
+                    ..endpoint(d)
+                })
+                .map_err(|source| PipelineError::Client {
+                    destination: d.name.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        cohort_clients.push(client);
+    }
     let base = source::client_config(&config.kafka);
     let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
         .map_err(PipelineError::Producer)?;
@@ -125,6 +145,9 @@ pub async fn run(
     }
     for t in &config.topics.identify {
         topic_kinds.insert(t.clone(), TopicKind::Identify);
+    }
+    for t in &config.topics.cohort_changes {
+        topic_kinds.insert(t.clone(), TopicKind::CohortChanges);
     }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(
@@ -151,6 +174,7 @@ pub async fn run(
         total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
         destinations: config.destinations.clone(),
         clients,
+        cohort_clients,
         failure: Arc::new(dead_letters.clone()),
         telemetry: telemetry.clone(),
         topic_kinds,

@@ -440,13 +440,15 @@ fn check_template_cases(names: &[&str]) {
             cohorts: CohortFilter::All,
             batch_size: BatchSize::DEFAULT,
             template: Some(template),
+            request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
         };
         let chunk = Chunk::decode(&change_message_for(&input)).unwrap();
         let mut results = Vec::new();
         renderer.render_chunk(&chunk, &route, |r| results.push(r));
         assert_eq!(results.len(), 1, "{name}");
-        match (results.pop().unwrap(), expected) {
-            (Ok(r), Some(want)) => {
+        let r = results.pop().unwrap();
+        match (r.error, expected) {
+            (None, Some(want)) => {
                 if r.request.body != want.as_bytes() {
                     failures.push(format!(
                         "{name}: got\n{}\nwant\n{want}",
@@ -454,12 +456,16 @@ fn check_template_cases(names: &[&str]) {
                     ));
                 }
             }
-            (Err((_, e)), None) => eprintln!("{name}: fails, as expected: {e}"),
-            (Ok(r), None) => failures.push(format!(
+            (Some(e), None) => {
+                // The failed batch keeps its input document, for the dead-letter record.
+                assert!(r.request.body.starts_with(b"{\"cohort_name\":"), "{name}");
+                eprintln!("{name}: fails, as expected: {e}")
+            }
+            (None, None) => failures.push(format!(
                 "{name}: should fail, rendered {:?}",
                 String::from_utf8_lossy(&r.request.body)
             )),
-            (Err((id, e)), Some(_)) => failures.push(format!("{name} ({id}): {e}")),
+            (Some(e), Some(_)) => failures.push(format!("{name} ({}): {e}", r.message_id)),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
