@@ -104,7 +104,7 @@ fn render_error(name: &str, program: &compiler::instr::Program, e: vm::VmError) 
 impl Template {
     /// Compiles `source`; `name` appears in every error.
     pub fn compile(name: &str, source: &str, options: &Options) -> Result<Template, CompileError> {
-        let program = compiler::compile_template(name, source)?;
+        let program = compiler::compile_template(name, source, options.json_mode)?;
         let t = Template {
             name: name.to_string(),
             program,

@@ -46,7 +46,7 @@ impl Frame {
 }
 
 enum BreakKind {
-    Loop { next_pc: Option<u32> },
+    Loop,
     Switch,
 }
 
@@ -68,12 +68,17 @@ struct Gen<'s> {
     str_consts: HashMap<String, u32>,
     /// Parameter names of each macro (known before any body is compiled).
     macro_params: Vec<Vec<String>>,
+    /// json mode: escape interpolations that sit inside a JSON string literal.
+    json_mode: bool,
+    /// json mode: whether the static text so far (in document order) left a string open.
+    json_in_string: bool,
 }
 
 /// Compiles a parsed template.
-pub fn generate(root: &Node, src: &str, html_output: bool) -> GResult<Program> {
+pub fn generate(root: &Node, src: &str, html_output: bool, json_mode: bool) -> GResult<Program> {
     let mut g = Gen::new(src);
     g.p.html_output = html_output;
+    g.json_mode = json_mode;
     g.collect(root);
     g.body(&root.children)?;
     g.emit(Instr::Ret);
@@ -120,6 +125,8 @@ impl<'s> Gen<'s> {
             list_loops: Vec::new(),
             str_consts: HashMap::new(),
             macro_params: Vec::new(),
+            json_mode: false,
+            json_in_string: false,
         }
     }
 
@@ -203,21 +210,19 @@ impl<'s> Gen<'s> {
             NodeKind::Capture(Scope::Global, name) => {
                 self.global(name);
             }
-            NodeKind::Macro { name, params, .. } => {
-                if !self.macros.contains_key(name) {
-                    self.macro_params
-                        .push(params.iter().map(|p| p.name.clone()).collect());
-                    let idx = self.p.macros.len() as u32;
-                    self.macros.insert(name.clone(), idx);
-                    self.p.macros.push(MacroInfo {
-                        name: name.clone(),
-                        pc: 0,
-                        slots: 0,
-                        loops: 0,
-                        params: Vec::new(),
-                        function: false,
-                    });
-                }
+            NodeKind::Macro { name, params, .. } if !self.macros.contains_key(name) => {
+                self.macro_params
+                    .push(params.iter().map(|p| p.name.clone()).collect());
+                let idx = self.p.macros.len() as u32;
+                self.macros.insert(name.clone(), idx);
+                self.p.macros.push(MacroInfo {
+                    name: name.clone(),
+                    pc: 0,
+                    slots: 0,
+                    loops: 0,
+                    params: Vec::new(),
+                    function: false,
+                });
             }
             _ => {}
         }
@@ -345,6 +350,24 @@ impl<'s> Gen<'s> {
         if t.is_empty() {
             return;
         }
+        if self.json_mode {
+            // Track JSON string literals through the static text (document order; a heuristic
+            // documented in docs/templates.md).
+            let mut escaped = false;
+            for c in t.chars() {
+                if self.json_in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        self.json_in_string = false;
+                    }
+                } else if c == '"' {
+                    self.json_in_string = true;
+                }
+            }
+        }
         // Merge with a directly preceding text instruction when possible.
         if let Some(Instr::Text(s, e)) = self.p.code.last().copied() {
             if e as usize == self.p.text.len() && self.last_is_not_target() {
@@ -372,7 +395,11 @@ impl<'s> Gen<'s> {
             NodeKind::Interp(e) => {
                 self.expr(e, false)?;
                 let d = self.dbg(e);
-                self.emit(Instr::Emit(d));
+                if self.json_mode && self.json_in_string {
+                    self.emit(Instr::EmitJson(d));
+                } else {
+                    self.emit(Instr::Emit(d));
+                }
             }
             NodeKind::Comment | NodeKind::Trim(..) | NodeKind::Nop | NodeKind::Macro { .. } => {
                 if let NodeKind::Nop = n.kind {
@@ -432,19 +459,19 @@ impl<'s> Gen<'s> {
                 self.patch(j, h);
             }
             NodeKind::Break => {
-                let Some(b) = self.breakables.last_mut() else {
+                if self.breakables.is_empty() {
                     return self.err(n.begin, "#break must be inside #list or #switch");
-                };
-                let _ = &b.kind;
-                let j = self.p.code.len();
-                self.p.code.push(Instr::Jump(0));
-                self.breakables.last_mut().map(|b| b.breaks.push(j));
+                }
+                let j = self.emit(Instr::Jump(0));
+                if let Some(b) = self.breakables.last_mut() {
+                    b.breaks.push(j);
+                }
             }
             NodeKind::Continue => {
                 let pos = self
                     .breakables
                     .iter()
-                    .rposition(|b| matches!(b.kind, BreakKind::Loop { .. }));
+                    .rposition(|b| matches!(b.kind, BreakKind::Loop));
                 let Some(i) = pos else {
                     return self.err(n.begin, "#continue must be inside #list");
                 };
@@ -609,7 +636,7 @@ impl<'s> Gen<'s> {
         }
         self.frame.scopes.push(scope);
         self.breakables.push(Breakable {
-            kind: BreakKind::Loop { next_pc: Some(top) },
+            kind: BreakKind::Loop,
             breaks: Vec::new(),
             continues: Vec::new(),
         });
@@ -630,9 +657,15 @@ impl<'s> Gen<'s> {
     }
 
     fn switch(&mut self, n: &Node, v: &Expr) -> GResult<()> {
-        self.value(v)?;
+        // FreeMarker evaluates the value only to compare it with a #case.
         let tmp = self.frame.slot();
-        self.emit(Instr::Store(tmp));
+        if n.children
+            .iter()
+            .any(|c| matches!(c.kind, NodeKind::Case(Some(_))))
+        {
+            self.value(v)?;
+            self.emit(Instr::Store(tmp));
+        }
         let mut jumps = Vec::new();
         let mut default_idx = None;
         for (i, c) in n.children.iter().enumerate() {
@@ -658,11 +691,24 @@ impl<'s> Gen<'s> {
             starts.push(self.here());
             self.body(&c.children)?;
         }
+        // No case matched: FreeMarker runs the #default body alone (no fall-through into the
+        // cases after it), so it gets its own copy.
+        let mut skip_default = None;
+        if let Some(i) = default_idx {
+            skip_default = Some(self.emit(Instr::Jump(0)));
+            let h = self.here();
+            self.patch(to_default, h);
+            self.body(&n.children[i].children)?;
+        }
         let end = self.here();
+        if let Some(j) = skip_default {
+            self.patch(j, end);
+        } else {
+            self.patch(to_default, end);
+        }
         for (i, j) in jumps {
             self.patch(j, starts[i]);
         }
-        self.patch(to_default, default_idx.map_or(end, |i| starts[i]));
         let br = self.breakables.pop().expect("pushed above");
         for j in br.breaks {
             self.patch(j, end);
@@ -673,7 +719,7 @@ impl<'s> Gen<'s> {
                 .breakables
                 .iter_mut()
                 .rev()
-                .find(|b| matches!(b.kind, BreakKind::Loop { .. }))
+                .find(|b| matches!(b.kind, BreakKind::Loop))
             {
                 outer.continues.extend(br.continues);
             }
@@ -836,6 +882,10 @@ impl<'s> Gen<'s> {
                 return self.err(e.pos, format!("Unsupported special variable .{name}"));
             }
             ExprKind::Dot(recv, name) => {
+                if let Some(fused) = self.fused_dot(recv, name, tolerant) {
+                    self.emit(fused);
+                    return Ok(());
+                }
                 self.expr(recv, tolerant)?;
                 if !tolerant && Gen::may_be_missing(recv) {
                     let d = self.dbg(recv);
@@ -878,8 +928,7 @@ impl<'s> Gen<'s> {
                 match rhs {
                     Some(r) => self.value(r)?,
                     None => {
-                        let c = self.str_const("");
-                        self.emit(Instr::Const(c));
+                        self.emit(Instr::PushEmpty);
                     }
                 }
                 let h = self.here();
@@ -939,6 +988,18 @@ impl<'s> Gen<'s> {
                 }
                 self.emit(Instr::MakeHash(pairs.len() as u32));
             }
+            ExprKind::Lambda(..) => {
+                return self.err(
+                    e.pos,
+                    "A lambda (x -> ...) can only be an argument of ?filter or ?map",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn lambda(&mut self, e: &Expr) -> GResult<()> {
+        match &e.kind {
             ExprKind::Lambda(param, body) => {
                 let slot = self.frame.slot();
                 let idx = self.p.lambdas.len() as u32;
@@ -956,8 +1017,35 @@ impl<'s> Gen<'s> {
                 self.patch(skip, h);
                 self.p.lambdas[idx as usize].pc = pc;
             }
+            _ => self.value(e)?,
         }
         Ok(())
+    }
+
+    /// `x.name` on a local or on `input` as one instruction (the hot path of payload templates).
+    fn fused_dot(&mut self, recv: &Expr, name: &str, tolerant: bool) -> Option<Instr> {
+        let ExprKind::Var(v) = &recv.kind else {
+            return None;
+        };
+        if tolerant {
+            return None;
+        }
+        match self.lookup(v) {
+            Some(Binding::Slot(s)) | Some(Binding::Loop { slot: s, .. }) => {
+                let c = self.str_const(name);
+                let d = self.dbg(recv);
+                Some(Instr::LocalDot(s, c, d))
+            }
+            None if v == "input"
+                && !self.globals.contains_key(v)
+                && !self.macros.contains_key(v) =>
+            {
+                let c = self.str_const(name);
+                let d = self.dbg(recv);
+                Some(Instr::InputDot(c, d))
+            }
+            None => None,
+        }
     }
 
     fn var(&mut self, name: &str) -> GResult<()> {
@@ -1057,8 +1145,8 @@ impl<'s> Gen<'s> {
         }
         let args = args.unwrap_or(&[]);
         for a in args {
-            if let ExprKind::Lambda(..) = a.kind {
-                self.expr(a, false)?;
+            if matches!(bi, Bi::Filter | Bi::Map) {
+                self.lambda(a)?;
             } else {
                 self.value(a)?;
             }

@@ -47,10 +47,14 @@ pub enum Instr {
     Text(u32, u32),
     /// Pops a value and appends it as `${...}` does; fails on missing or non-scalar values.
     Emit(u32),
+    /// Like `Emit`, but JSON-string-escapes the text (json mode, inside a JSON string literal).
+    EmitJson(u32),
     /// Pushes constant `consts[i]`.
     Const(u32),
     /// Pushes the missing value (an unset variable).
     PushMissing,
+    /// Pushes the empty string-sequence-hash that `x!` gives for a missing `x`.
+    PushEmpty,
     /// Pushes local slot `i` of the current frame.
     Load(u32),
     /// Pops into local slot `i` of the current frame.
@@ -67,6 +71,10 @@ pub enum Instr {
     Check(u32),
     /// Pops a hash, pushes its sub-variable `consts[name]` (missing stays missing).
     Dot(u32, u32),
+    /// Fused `Load(slot); Check(dbg); Dot(name)`: pushes `local.name`.
+    LocalDot(u32, u32, u32),
+    /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
+    InputDot(u32, u32),
     /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
     Index(u32),
     /// Pops `argc` arguments and a callee (method or function), pushes the result.

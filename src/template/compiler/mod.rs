@@ -57,11 +57,15 @@ fn count_lines(s: &str) -> u32 {
 }
 
 /// Compiles a template source into a program.
-pub fn compile_template(name: &str, source: &str) -> Result<Program, CompileError> {
+pub fn compile_template(
+    name: &str,
+    source: &str,
+    json_mode: bool,
+) -> Result<Program, CompileError> {
     let (mut root, header) =
         parser::parse_template(source).map_err(|e| error_at(name, source, e.at, e.message))?;
     whitespace::strip(&mut root, header.strip_whitespace);
-    codegen::generate(&root, source, header.html_output)
+    codegen::generate(&root, source, header.html_output, json_mode)
         .map_err(|e| error_at(name, source, e.pos.offset as usize, e.message))
 }
 

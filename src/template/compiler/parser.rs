@@ -27,6 +27,9 @@ impl From<LexError> for ParseError {
 
 type PResult<T> = Result<T, ParseError>;
 
+/// Deepest nesting of expressions plus directives the parser accepts.
+const MAX_NEST: u32 = 48;
+
 /// What the `#ftl` header said.
 #[derive(Debug, Clone, Default)]
 pub struct Header {
@@ -71,6 +74,8 @@ pub struct Parser<'s> {
     /// Inside a tag (so `>` at depth 0 ends the tag rather than comparing).
     in_tag: bool,
     depth: u32,
+    /// Expression and element nesting, bounded so hostile input cannot overflow the stack.
+    nest: u32,
 }
 
 /// Parses a whole template into its root node and header settings.
@@ -236,6 +241,7 @@ impl<'s> Parser<'s> {
             line_starts,
             in_tag: false,
             depth: 0,
+            nest: 0,
         }
     }
 
@@ -420,6 +426,18 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_elements(&mut self, out: &mut Vec<Node>) -> PResult<Boundary> {
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Directives nested too deeply");
+        }
+        let r = self.parse_elements_inner(out);
+        self.nest -= 1;
+        r
+    }
+
+    fn parse_elements_inner(&mut self, out: &mut Vec<Node>) -> PResult<Boundary> {
         loop {
             let start = self.pos;
             if start >= self.src.len() {
@@ -651,6 +669,9 @@ impl<'s> Parser<'s> {
                     if !can_start_expr(&t.tok) {
                         break;
                     }
+                    if args.len() >= 250 {
+                        return Err(self.unexpected(&t, "at most 250 #nested arguments"));
+                    }
                     args.push(self.parse_expr()?);
                     self.eat_op(",")?;
                 }
@@ -695,16 +716,9 @@ impl<'s> Parser<'s> {
                     children,
                 });
             }
-            "outputformat" | "autoesc" | "noautoesc" | "escape" | "noescape" => {
-                if name == "outputformat" || name == "escape" {
+            "outputformat" | "autoesc" | "noautoesc" => {
+                if name == "outputformat" {
                     let _ = self.parse_expr()?;
-                    if name == "escape" {
-                        let t = self.next()?;
-                        if t.tok != Tok::Ident("as") {
-                            return Err(self.unexpected(&t, "\"as\""));
-                        }
-                        let _ = self.parse_expr()?;
-                    }
                 }
                 self.close_tag()?;
                 let mut children = Vec::new();
@@ -887,6 +901,12 @@ impl<'s> Parser<'s> {
         let end_name = if foreach { "foreach" } else { "list" };
         match b {
             Boundary::Else { at, end: else_end } => {
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 let list = Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -913,6 +933,12 @@ impl<'s> Parser<'s> {
             other => {
                 let end = self.expect_end(other, end_name, start)?;
                 let _ = list_tag_end;
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 Ok(Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -941,6 +967,17 @@ impl<'s> Parser<'s> {
         let mut cases = Vec::new();
         loop {
             match b {
+                Boundary::Case {
+                    value: None, at, ..
+                } if cases
+                    .iter()
+                    .any(|c: &Node| matches!(c.kind, NodeKind::Case(None))) =>
+                {
+                    return self.err(
+                        at,
+                        "You can only have one default case in a switch statement",
+                    );
+                }
                 Boundary::Case { value: v, at, end } => {
                     let mut children = Vec::new();
                     let next = self.parse_elements(&mut children)?;
@@ -1175,7 +1212,15 @@ impl<'s> Parser<'s> {
 
     /// Parses an expression (lowest precedence: `||`).
     pub fn parse_expr(&mut self) -> PResult<Expr> {
-        self.parse_or()
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Expression nested too deeply");
+        }
+        let r = self.parse_or();
+        self.nest -= 1;
+        r
     }
 
     fn parse_or(&mut self) -> PResult<Expr> {
@@ -1209,6 +1254,22 @@ impl<'s> Parser<'s> {
         };
         self.pos = t.end;
         let r = self.parse_rel()?;
+        for side in [&l, &r] {
+            if let ExprKind::Seq(_) | ExprKind::Hash(_) = side.kind {
+                return self.err(
+                    side.pos.offset as usize,
+                    format!(
+                        "Found {} literal: {}. Expecting different type for equality check",
+                        if matches!(side.kind, ExprKind::Seq(_)) {
+                            "list"
+                        } else {
+                            "hash"
+                        },
+                        &self.src[side.pos.offset as usize..side.end as usize]
+                    ),
+                );
+            }
+        }
         Ok(self.mk(ExprKind::Binary(op, Box::new(l), Box::new(r)), start))
     }
 
@@ -1219,7 +1280,7 @@ impl<'s> Parser<'s> {
         let op = match t.tok {
             Tok::Op("<") => BinOp::Lt,
             Tok::Op("<=") => BinOp::Le,
-            Tok::Op(">") if !self.in_tag || self.depth > 0 => BinOp::Gt,
+            Tok::Op(">") if !self.in_tag || self.depth > 0 || self.square => BinOp::Gt,
             Tok::Op(">=") => BinOp::Ge,
             Tok::Ident("lt") => BinOp::Lt,
             Tok::Ident("lte") => BinOp::Le,
@@ -1302,6 +1363,18 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_unary(&mut self) -> PResult<Expr> {
+        self.nest += 1;
+        if self.nest > MAX_NEST {
+            let at = self.pos;
+            self.nest -= 1;
+            return self.err(at, "Expression nested too deeply");
+        }
+        let r = self.parse_unary_inner();
+        self.nest -= 1;
+        r
+    }
+
+    fn parse_unary_inner(&mut self) -> PResult<Expr> {
         let t = self.peek()?;
         match t.tok {
             Tok::Op("!") => {
@@ -1311,12 +1384,12 @@ impl<'s> Parser<'s> {
             }
             Tok::Op("-") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Neg(Box::new(e)), t.start))
             }
             Tok::Op("+") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Plus(Box::new(e)), t.start))
             }
             _ => self.parse_postfix(),
@@ -1328,6 +1401,10 @@ impl<'s> Parser<'s> {
         let mut args = Vec::new();
         if !self.eat_op(close)? {
             loop {
+                if args.len() >= 250 {
+                    let at = self.pos;
+                    return self.err(at, "Too many arguments or items (at most 250)");
+                }
                 args.push(self.parse_arg()?);
                 if self.eat_op(close)? {
                     break;
@@ -1362,6 +1439,24 @@ impl<'s> Parser<'s> {
             // allows white-space; we do too.
             match t.tok {
                 Tok::Op(".") => {
+                    if let ExprKind::Str(_)
+                    | ExprKind::Interp(_)
+                    | ExprKind::Num(_)
+                    | ExprKind::Bool(_) = e.kind
+                    {
+                        let what = match e.kind {
+                            ExprKind::Num(_) => "number",
+                            ExprKind::Bool(_) => "boolean",
+                            _ => "string",
+                        };
+                        return self.err(
+                            e.pos.offset as usize,
+                            format!(
+                                "Found {what} literal: {}. Expecting: hash",
+                                &self.src[e.pos.offset as usize..e.end as usize]
+                            ),
+                        );
+                    }
                     self.pos = t.end;
                     let n = self.next()?;
                     let name = match n.tok {
@@ -1405,8 +1500,28 @@ impl<'s> Parser<'s> {
                             ..
                         }) = lex(self.src, self.pos + 1)
                         {
-                            self.pos = end;
-                            name = format!("{name}.{sub}");
+                            let known = if name == "string" {
+                                matches!(
+                                    sub,
+                                    "short"
+                                        | "medium"
+                                        | "long"
+                                        | "full"
+                                        | "iso"
+                                        | "xs"
+                                        | "iso_m_nz"
+                                        | "number"
+                                        | "computer"
+                                        | "currency"
+                                        | "percent"
+                                )
+                            } else {
+                                sub == "iso"
+                            };
+                            if known {
+                                self.pos = end;
+                                name = format!("{name}.{sub}");
+                            }
                         }
                     }
                     let nt = self.peek()?;
@@ -1424,12 +1539,12 @@ impl<'s> Parser<'s> {
                 Tok::Op("!") => {
                     self.pos = t.end;
                     let n = self.peek()?;
-                    let rhs = if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
-                        Some(Box::new(self.parse_expr()?))
-                    } else {
-                        None
-                    };
-                    return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
+                        let rhs = Some(Box::new(self.parse_expr()?));
+                        return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    }
+                    // `x!` alone: built-ins may follow (`x!?upper_case`).
+                    e = self.mk(ExprKind::Default(Box::new(e), None), start);
                 }
                 _ => return Ok(e),
             }
@@ -1445,8 +1560,10 @@ impl<'s> Parser<'s> {
                 None => self.err(start, "invalid number"),
             },
             Tok::Str { value, raw } => {
-                if !raw && (value.contains("${") || value.contains("#{")) {
-                    let parts = self.parse_interpolated(&value, start)?;
+                let content = &self.src[t.start + 1..t.end - 1];
+                if !raw && (content.contains("${") || content.contains("#{")) {
+                    let quote = self.src[t.start..].chars().next().unwrap_or('"');
+                    let parts = self.parse_interpolated(content, quote, start)?;
                     Ok(self.mk(ExprKind::Interp(parts), start))
                 } else {
                     Ok(self.mk(ExprKind::Str(value), start))
@@ -1492,18 +1609,35 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// Splits an unescaped string literal into text and `${...}` parts.
-    fn parse_interpolated(&self, value: &str, lit_start: usize) -> PResult<Vec<StrPart>> {
+    /// Splits the raw content of a string literal into text and `${...}` parts (an escaped
+    /// `\${` is text), unescaping the text parts.
+    fn parse_interpolated(
+        &self,
+        content: &str,
+        quote: char,
+        lit_start: usize,
+    ) -> PResult<Vec<StrPart>> {
         let mut parts = Vec::new();
+        let bytes = content.as_bytes();
         let mut rest = 0;
-        let bytes = value.as_bytes();
         let mut i = 0;
-        while i + 1 < bytes.len() {
-            if (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{' {
+        let lit_err = |e: LexError| ParseError {
+            message: e.message,
+            at: lit_start,
+        };
+        while i < bytes.len() {
+            if bytes[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if i + 1 < bytes.len() && (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{'
+            {
                 if i > rest {
-                    parts.push(StrPart::Lit(value[rest..i].to_string()));
+                    parts.push(StrPart::Lit(
+                        super::lexer::unescape(&content[rest..i], quote).map_err(lit_err)?,
+                    ));
                 }
-                let mut sub = Parser::new(value);
+                let mut sub = Parser::new(content);
                 sub.pos = i + 2;
                 let e = sub.parse_expr().map_err(|e| ParseError {
                     message: e.message,
@@ -1525,11 +1659,22 @@ impl<'s> Parser<'s> {
             }
             i += 1;
         }
-        if rest < value.len() {
-            parts.push(StrPart::Lit(value[rest..].to_string()));
+        if rest < content.len() {
+            parts.push(StrPart::Lit(
+                super::lexer::unescape(&content[rest..], quote).map_err(lit_err)?,
+            ));
         }
         Ok(parts)
     }
+}
+
+/// Whether a `#list` body holds its `#items` (not counting nested lists).
+fn has_items(children: &[Node]) -> bool {
+    children.iter().any(|c| match c.kind {
+        NodeKind::Items(_) => true,
+        NodeKind::List { .. } | NodeKind::ListWithElse => false,
+        _ => has_items(&c.children),
+    })
 }
 
 fn relocate(e: &mut Expr, pos: Pos) {

@@ -193,6 +193,10 @@ fn last_nl(t: &str) -> Option<usize> {
 
 /// Applies stripping to the whole tree (the deliberate `#t`-family trims always apply).
 pub fn strip(root: &mut Node, strip_whitespace: bool) {
+    // A template that is one text block has that block as FreeMarker's root: nothing to clean.
+    if root.children.len() == 1 && text_of(&root.children[0]).is_some() {
+        return;
+    }
     cleanup(root, &mut Vec::new(), strip_whitespace);
 }
 

@@ -77,3 +77,6 @@ pub enum FormatError {
         charset: String,
     },
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,7 +69,11 @@ builtins! {
     IsDirective = "is_directive", IsFunction = "is_function", IsMarkupOutput = "is_markup_output",
     Switch = "switch", Datetime = "datetime", Date = "date", Time = "time",
     DatetimeIso = "datetime.iso", DateIso = "date.iso", TimeIso = "time.iso",
-    IsoUtc = "iso_utc", IsoUtcMs = "iso_utc_ms", IsoLocal = "iso_local", Iso = "iso",
+    IsoUtc = "iso_utc", IsoUtcMs = "iso_utc_ms", IsoLocal = "iso_local",
+    IsoUtcNz = "iso_utc_nz", IsoUtcMsNz = "iso_utc_ms_nz", IsoUtcM = "iso_utc_m",
+    IsoUtcMNz = "iso_utc_m_nz", IsoUtcH = "iso_utc_h", IsoUtcHNz = "iso_utc_h_nz",
+    IsoUtcFz = "iso_utc_fz", IsoLocalMs = "iso_local_ms", IsoLocalNz = "iso_local_nz",
+    IsoLocalMsNz = "iso_local_ms_nz",
     NumberToDatetime = "number_to_datetime", NumberToDate = "number_to_date",
     NumberToTime = "number_to_time", KeepBefore = "keep_before", KeepAfter = "keep_after",
     KeepBeforeLast = "keep_before_last", KeepAfterLast = "keep_after_last",
@@ -81,6 +85,49 @@ builtins! {
 }
 
 impl Bi {
+    /// String built-ins: FreeMarker converts a number, date or boolean operand to text first.
+    pub fn takes_string(self) -> bool {
+        use Bi::*;
+        matches!(
+            self,
+            UpperCase
+                | LowerCase
+                | CapFirst
+                | UncapFirst
+                | Capitalize
+                | Trim
+                | TrimLeft
+                | TrimRight
+                | Length
+                | Substring
+                | Replace
+                | Contains
+                | StartsWith
+                | EndsWith
+                | IndexOf
+                | LastIndexOf
+                | Split
+                | JsonString
+                | JsString
+                | Html
+                | Xhtml
+                | Xml
+                | Url
+                | UrlPath
+                | KeepBefore
+                | KeepAfter
+                | KeepBeforeLast
+                | KeepAfterLast
+                | RemoveBeginning
+                | RemoveEnding
+                | EnsureStartsWith
+                | EnsureEndsWith
+                | WordList
+                | NoEsc
+                | Esc
+        )
+    }
+
     /// Built-ins that accept a missing left-hand operand.
     pub fn tolerates_missing(self) -> bool {
         matches!(self, Bi::HasContent | Bi::Default | Bi::IfExists)
@@ -104,7 +151,12 @@ pub(crate) fn apply<'a>(
         return Err(fail(dbg, format!("?{} got too many arguments", bi.name())));
     }
     let from = vm.stack.len() - argc - 1;
-    let recv = vm.stack[from];
+    let mut recv = vm.stack[from];
+    if bi.takes_string() && matches!(recv, Value::Num(_) | Value::Date(_) | Value::Bool(_)) {
+        vm.scratch.clear();
+        vm.scalar_to_scratch(recv, dbg)?;
+        recv = vm.scratch_to_arena()?;
+    }
     let mut args = [Value::Missing; 16];
     args[..argc].copy_from_slice(&vm.stack[from + 1..]);
     vm.stack.truncate(from);
@@ -135,6 +187,7 @@ fn want_args(bi: Bi, args: &[Value<'_>], min: usize, max: usize, dbg: u32) -> VR
 
 fn is_seq(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_array(),
         Value::Seq(..) | Value::Range(_) => true,
         _ => false,
@@ -143,6 +196,7 @@ fn is_seq(v: &Value<'_>) -> bool {
 
 fn is_hash_ex(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_object(),
         Value::Hash(..) => true,
         _ => false,
@@ -201,6 +255,7 @@ fn map_str<'a>(
     vm.scratch.clear();
     match v {
         Value::Str(s) => f(s, &mut vm.scratch),
+        Value::Empty => f("", &mut vm.scratch),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             f(&vm.arena[a as usize..b as usize], &mut vm.scratch)
         }
@@ -442,7 +497,10 @@ fn eval<'a>(
                 start.and_then(|st| s[st..].find(needle).map(|i| i + st))
             } else {
                 let end = match from {
-                    Some(f) => byte_of_utf16(s, f + 1).map(|e| (e + needle.len()).min(s.len())),
+                    Some(f) if f < 0 => None,
+                    Some(f) => Some(
+                        byte_of_utf16(s, f).map_or(s.len(), |e| (e + needle.len()).min(s.len())),
+                    ),
                     None => Some(s.len()),
                 };
                 end.and_then(|e| s[..e].rfind(needle))
@@ -509,6 +567,7 @@ fn eval<'a>(
         Keys | Values => {
             let mut n = 0;
             match recv {
+                Value::Empty => {}
                 Value::Json(j) if j.is_object() => {
                     if let Some(o) = j.as_object() {
                         for (k, v) in o.iter() {
@@ -611,6 +670,12 @@ fn eval<'a>(
         LeftPad | RightPad => {
             want_args(bi, args, 1, 2, dbg)?;
             let width = int_arg(vm, &args[0], bi, dbg)?.max(0) as usize;
+            if width > vm.limits.max_output {
+                return Err(fail(
+                    dbg,
+                    "?left_pad/?right_pad width exceeds the output limit",
+                ));
+            }
             let pad = if args.len() > 1 {
                 text!(vm, args[1], bi, dbg).to_string()
             } else {
@@ -655,6 +720,7 @@ fn eval<'a>(
         HasContent => Value::Bool(match recv {
             Value::Missing => false,
             Value::Str(s) => !s.is_empty(),
+            Value::Empty => false,
             Value::Arena(a, b) => a != b,
             Value::Json(j) => match (j.as_array(), j.as_object()) {
                 (Some(a), _) => !a.is_empty(),
@@ -669,10 +735,10 @@ fn eval<'a>(
         IsNumber => Value::Bool(matches!(recv, Value::Num(_))),
         IsBoolean => Value::Bool(matches!(recv, Value::Bool(_))),
         IsSequence | IsIndexable => Value::Bool(is_seq(&recv)),
-        IsHash => Value::Bool(match recv {
-            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics => true,
-            _ => false,
-        }),
+        IsHash => Value::Bool(matches!(
+            recv,
+            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics | Value::Empty
+        )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
         IsCollection | IsCollectionEx => Value::Bool(false),
         IsEnumerable => Value::Bool(is_seq(&recv)),
@@ -712,7 +778,22 @@ fn eval<'a>(
                 _ => DateKind::DateTime,
             };
             match recv {
-                Value::Date(d) => Value::Date(d.with_kind(kind)),
+                Value::Date(d) => {
+                    if d.kind == kind || matches!(d.kind, DateKind::Unknown | DateKind::DateTime) {
+                        Value::Date(d.with_kind(kind))
+                    } else {
+                        let name = |k: DateKind| match k {
+                            DateKind::Date => "DATE",
+                            DateKind::Time => "TIME",
+                            DateKind::DateTime => "DATETIME",
+                            DateKind::Unknown => "UNKNOWN",
+                        };
+                        return Err(fail(
+                            dbg,
+                            format!("Cannot convert {} to {}", name(d.kind), name(kind)),
+                        ));
+                    }
+                }
                 _ => {
                     want_args(bi, args, 0, 1, dbg)?;
                     let s = text!(vm, recv, bi, dbg);
@@ -737,7 +818,8 @@ fn eval<'a>(
                 }
             }
         }
-        IsoUtc | IsoUtcMs | IsoLocal | Iso => {
+        IsoUtc | IsoUtcMs | IsoLocal | IsoUtcNz | IsoUtcMsNz | IsoUtcM | IsoUtcMNz | IsoUtcH
+        | IsoUtcHNz | IsoUtcFz | IsoLocalMs | IsoLocalNz | IsoLocalMsNz => {
             let Value::Date(d) = recv else {
                 return Err(vm.type_error(
                     dbg,
@@ -746,8 +828,11 @@ fn eval<'a>(
                     &recv,
                 ));
             };
+            let Some(f) = format::date::IsoFormat::builtin(bi.name()) else {
+                return Err(fail(dbg, format!("?{} is not supported", bi.name())));
+            };
             vm.scratch.clear();
-            format::date::write_iso_utc(&d, &mut vm.scratch).map_err(num_err(dbg))?;
+            f.write(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()?
         }
         NumberToDatetime | NumberToDate | NumberToTime => {
@@ -922,6 +1007,25 @@ fn string_builtin<'a>(
         StringPercent => Some("percent"),
         _ => None,
     };
+    if let [Value::Range(r)] = args {
+        // `x?string[1..2]`: the brackets slice the string rather than give a format.
+        let text = string_builtin(vm, bi, recv, &[], dbg)?;
+        return vm.slice(text, *r, dbg);
+    }
+    let max_args = match recv {
+        Value::Bool(_) => 2,
+        _ => 1,
+    };
+    if args.len() > max_args || (matches!(recv, Value::Bool(_)) && args.len() == 1) {
+        return Err(fail(
+            dbg,
+            format!(
+                "?string(...) expects {} argument but has received {}.",
+                if max_args == 2 { "0 or 2" } else { "1" },
+                args.len()
+            ),
+        ));
+    }
     match recv {
         Value::Num(n) => {
             vm.scratch.clear();
@@ -935,7 +1039,8 @@ fn string_builtin<'a>(
                 Some(s) if s == "computer" => n.write_computer(&mut vm.scratch),
                 Some(s) => {
                     let f = NumberFormat::new(&s).map_err(num_err(dbg))?;
-                    f.format(&n, &mut vm.scratch).map_err(num_err(dbg))?;
+                    super::format_number(&f, &n, vm.settings.comma_decimal, &mut vm.scratch)
+                        .map_err(num_err(dbg))?;
                 }
             }
             vm.scratch_to_arena()
@@ -959,7 +1064,16 @@ fn string_builtin<'a>(
             f.format(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()
         }
-        Value::Str(_) | Value::Arena(..) | Value::Markup(..) => Ok(recv),
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if !args.is_empty() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \"...(...)\" callee: Expected a method or function, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty => Ok(recv),
         other => Err(vm.type_error(
             dbg,
             "?string\" left-hand operand",
@@ -1078,6 +1192,7 @@ pub(crate) fn write_json<'a>(
     match v {
         Value::Missing => out.extend_from_slice(b"null"),
         Value::Str(s) => escape::jackson_string(s, out),
+        Value::Empty => out.extend_from_slice(b"\"\""),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             escape::jackson_string(&vm.arena[a as usize..b as usize], out)
         }

@@ -19,7 +19,7 @@ pub use state::RenderState;
 use value::{Method, Range, Value};
 
 /// Deepest macro/function call nesting before a render fails.
-const MAX_DEPTH: u32 = 200;
+const MAX_DEPTH: u32 = 48;
 
 /// An internal render failure: the message and the debug entry of the blamed expression.
 #[derive(Debug)]
@@ -62,6 +62,30 @@ pub struct Settings<'a> {
     time_format: Cow<'a, str>,
     /// `url_escaping_charset`, when set.
     pub(crate) url_charset: Option<Cow<'a, str>>,
+    /// The locale uses `,` as decimal separator and `.` for grouping (de, es, it, nl, pt...):
+    /// formatted numbers (not computer format) have the two swapped.
+    pub(crate) comma_decimal: bool,
+}
+
+/// Formats `n` with a (non-computer) number format into `out`, applying the locale's separators.
+pub(crate) fn format_number(
+    f: &NumberFormat,
+    n: &Number,
+    comma_decimal: bool,
+    out: &mut BytesMut,
+) -> Result<(), crate::template::format::FormatError> {
+    let start = out.len();
+    f.format(n, out)?;
+    if comma_decimal {
+        for b in &mut out[start..] {
+            *b = match *b {
+                b',' => b'.',
+                b'.' => b',',
+                other => other,
+            };
+        }
+    }
+    Ok(())
 }
 
 struct Ctx<'c> {
@@ -144,6 +168,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 date_format: Cow::Borrowed(""),
                 time_format: Cow::Borrowed(""),
                 url_charset: None,
+                comma_decimal: false,
             },
         };
         vm.marks.clear();
@@ -173,6 +198,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub fn run_main(&mut self) -> VResult<()> {
         self.locals
             .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
         let ctx = Ctx {
             base: 0,
             loop_base: 0,
@@ -190,6 +216,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub fn run_expr(&mut self) -> VResult<Value<'a>> {
         self.locals
             .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
         let ctx = Ctx {
             base: 0,
             loop_base: 0,
@@ -202,6 +229,33 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ helpers
 
+    /// Reserves `n` loop slots for a new frame; returns the frame's loop base.
+    fn reserve_loops(&mut self, n: usize) -> usize {
+        let base = self.loops.len();
+        for _ in 0..n {
+            self.loops.push(LoopState {
+                src: LoopSrc::Pool(0),
+                index: 0,
+                len: Some(0),
+                started: false,
+            });
+        }
+        base
+    }
+
+    /// Fails when the run-time pools grew past what the output cap allows (hostile templates
+    /// doubling a string or a sequence in a loop).
+    fn check_pools(&self) -> VResult<()> {
+        let cap = self.limits.max_output.saturating_mul(4).max(1 << 20);
+        if self.arena.len() > cap || (self.seqs.len() + self.hashes.len()) * 16 > cap {
+            return Err(fail(
+                u32::MAX,
+                "The template built values larger than the output limit allows",
+            ));
+        }
+        Ok(())
+    }
+
     fn pop(&mut self) -> Value<'a> {
         self.stack.pop().unwrap_or(Value::Missing)
     }
@@ -210,6 +264,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn str_of<'s>(&'s self, v: &Value<'a>) -> Option<&'s str> {
         match *v {
             Value::Str(s) => Some(s),
+            Value::Empty => Some(""),
             Value::Arena(a, b) | Value::Markup(a, b) => Some(&self.arena[a as usize..b as usize]),
             _ => None,
         }
@@ -217,6 +272,9 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     /// Appends `s` to the arena and returns it as a value.
     pub(crate) fn arena_str(&mut self, s: &str) -> Value<'a> {
+        if self.arena.len() > self.limits.max_output.saturating_mul(4).max(1 << 20) {
+            return Value::Str("");
+        }
         let a = self.arena.len() as u32;
         self.arena.push_str(s);
         Value::Arena(a, self.arena.len() as u32)
@@ -235,6 +293,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             }
         }
         self.scratch.clear();
+        self.check_pools()?;
         Ok(Value::Arena(a, self.arena.len() as u32))
     }
 
@@ -320,11 +379,14 @@ impl<'a, 'o> Vm<'a, 'o> {
             "date_format" => self.settings.date_format = value,
             "time_format" => self.settings.time_format = value,
             "url_escaping_charset" => self.settings.url_charset = Some(value),
-            "locale" if value != "en_US" && value != "en" => {
-                // Only en_US is supported: numbers and dates would differ. Documented.
+            "locale" => {
+                let lang = value.split(['_', '-']).next().unwrap_or("");
+                self.settings.comma_decimal = matches!(
+                    lang,
+                    "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el"
+                );
             }
-            "locale"
-            | "time_zone"
+            "time_zone"
             | "sql_date_and_time_time_zone"
             | "output_encoding"
             | "classic_compatible"
@@ -342,6 +404,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Writes a scalar as an interpolation does.
     fn write_interp(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
         match v {
+            Value::Empty => {}
             Value::Str(s) => {
                 if html {
                     crate::template::format::escape::html(s, self.out);
@@ -359,7 +422,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             }
             Value::Markup(a, b) => {
                 self.out
-                    .extend_from_slice(self.arena[a as usize..b as usize].as_bytes());
+                    .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]);
             }
             Value::Num(n) => self.write_number(&n, dbg)?,
             Value::Bool(b) => {
@@ -394,8 +457,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn write_number(&mut self, n: &Number, dbg: u32) -> VResult<()> {
         match &self.settings.number_format {
             None => n.write_computer(self.out),
-            Some(f) => f
-                .format(n, self.out)
+            Some(f) => format_number(f, n, self.settings.comma_decimal, self.out)
                 .map_err(|e| fail(dbg, e.to_string()))?,
         }
         Ok(())
@@ -422,13 +484,13 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn scalar_to_scratch(&mut self, v: Value<'a>, dbg: u32) -> VResult<()> {
         match v {
             Value::Str(s) => self.scratch.extend_from_slice(s.as_bytes()),
+            Value::Empty => {}
             Value::Arena(a, b) | Value::Markup(a, b) => self
                 .scratch
-                .extend_from_slice(self.arena[a as usize..b as usize].as_bytes()),
+                .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]),
             Value::Num(n) => match &self.settings.number_format {
                 None => n.write_computer(&mut self.scratch),
-                Some(f) => f
-                    .format(&n, &mut self.scratch)
+                Some(f) => format_number(f, &n, self.settings.comma_decimal, &mut self.scratch)
                     .map_err(|e| fail(dbg, e.to_string()))?,
             },
             Value::Bool(b) => {
@@ -460,9 +522,10 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ data access
 
+    #[inline]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
-            Value::Missing => Value::Missing,
+            Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
                     obj.get(name).map_or(Value::Missing, Value::from_tape)
@@ -511,6 +574,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         match v {
             Value::Json(j) => j.as_array().map(|a| a.len()),
             Value::Seq(_, len) => Some(*len as usize),
+            Value::Empty => Some(0),
             Value::Range(r) => r.len.map(|l| l as usize),
             _ => None,
         }
@@ -519,6 +583,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Pushes all items of a sequence onto the stack; returns how many.
     pub(crate) fn push_items(&mut self, v: Value<'a>, dbg: u32, what: &str) -> VResult<usize> {
         match v {
+            Value::Empty => Ok(0),
             Value::Json(j) => {
                 let Some(arr) = j.as_array() else {
                     return Err(self.type_error(dbg, what, "a sequence", &v));
@@ -543,12 +608,16 @@ impl<'a, 'o> Vm<'a, 'o> {
                         "This operation is not supported on an unbounded range",
                     ));
                 };
-                if len > 10_000_000 {
-                    return Err(fail(dbg, "Range too large"));
+                if len > 1_000_000 {
+                    return Err(fail(
+                        dbg,
+                        "Range too large to materialise (over 1,000,000 items)",
+                    ));
                 }
                 for i in 0..len as i64 {
-                    self.stack
-                        .push(Value::Num(Number::Int((r.start + i * r.step) as i32)));
+                    self.stack.push(Value::Num(Number::Int(
+                        r.start.wrapping_add(i.wrapping_mul(r.step)) as i32,
+                    )));
                 }
                 Ok(len as usize)
             }
@@ -558,6 +627,12 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     /// Moves the top `n` stack values into the sequence pool as a new sequence.
     pub(crate) fn make_seq(&mut self, n: usize) -> Value<'a> {
+        if self.check_pools().is_err() {
+            // Keep going with an empty sequence; the next check fails the render.
+            let from = self.stack.len() - n;
+            self.stack.truncate(from);
+            return Value::Seq(0, 0);
+        }
         let start = self.seqs.len() as u32;
         let from = self.stack.len() - n;
         self.seqs.extend(self.stack.drain(from..));
@@ -567,6 +642,9 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn index(&mut self, recv: Value<'a>, key: Value<'a>, dbg: u32) -> VResult<Value<'a>> {
         if let Value::Range(r) = key {
             return self.slice(recv, r, dbg);
+        }
+        if let Value::Empty = recv {
+            return Ok(Value::Missing);
         }
         if let Value::Num(n) = key {
             let i = n.int_value();
@@ -592,7 +670,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
                 Value::Range(r) => {
                     if i >= 0 && r.len.is_none_or(|l| (i as u64) < l) {
-                        Value::Num(Number::Int((r.start + i as i64 * r.step) as i32))
+                        Value::Num(Number::Int(
+                            r.start.wrapping_add((i as i64).wrapping_mul(r.step)) as i32,
+                        ))
                     } else {
                         Value::Missing
                     }
@@ -656,39 +736,73 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
+    /// How many items `x[r]` takes from a value of `size` items (FreeMarker's range-key rules:
+    /// an empty range gives an empty result, `a..*n` stops at the end, other overruns fail).
+    fn slice_len(&self, r: Range, size: usize, dbg: u32) -> VResult<usize> {
+        let first = r.start;
+        if first < 0 {
+            return Err(fail(dbg, format!("Negative range start index ({first}) isn't allowed for a range used for slicing")));
+        }
+        if r.len == Some(0) {
+            return Ok(0);
+        }
+        let size = size as i64;
+        if first > size || (first == size && r.len.is_some() && !r.adaptive && r.step > 0) {
+            return Err(fail(
+                dbg,
+                format!("Range start index {first} is out of bounds, because the sliced value has only {size} items"),
+            ));
+        }
+        Ok(match r.len {
+            None => (size - first) as usize,
+            Some(len) => {
+                let len = len.min(i64::MAX as u64) as i64;
+                let last = first.saturating_add((len - 1).saturating_mul(r.step));
+                if last < 0 {
+                    return Err(fail(dbg, format!("Negative range end index ({last}) isn't allowed for a range used for slicing")));
+                }
+                if last >= size {
+                    if r.adaptive {
+                        (size - first).unsigned_abs() as usize
+                    } else {
+                        return Err(fail(
+                            dbg,
+                            format!("Range end index {last} is out of bounds, because the sliced value has only {size} items"),
+                        ));
+                    }
+                } else {
+                    len as usize
+                }
+            }
+        })
+    }
+
     fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
         if let Some(s) = self.str_of(&recv) {
             let chars: Vec<char> = s.chars().collect();
-            let start = r.start.max(0) as usize;
-            let end = match r.len {
-                Some(l) => (r.start + l as i64).max(0) as usize,
-                None => chars.len(),
-            };
-            if start > chars.len() || end > chars.len() || r.step < 0 {
-                return Err(fail(dbg, "String slice out of range"));
-            }
-            let sub: String = chars[start..end].iter().collect();
+            let n = self.slice_len(r, chars.len(), dbg)?;
+            let sub: String = (0..n as i64)
+                .map(|i| chars[(r.start + i * r.step) as usize])
+                .collect();
             return Ok(self.arena_str(&sub));
         }
         let base = self.stack.len();
-        let n = self.push_items(recv, dbg, "[]\" left-hand operand")?;
-        let start = r.start;
-        let len = r.len.map_or(n as i64 - start, |l| l as i64);
-        if start < 0 || len < 0 || start + len > n as i64 || (r.step < 0 && len > 1) {
-            self.stack.truncate(base);
-            return Err(fail(
-                dbg,
-                format!("Range out of bounds: the sequence has {n} items"),
-            ));
-        }
+        let size = self.push_items(recv, dbg, "[]\" left-hand operand")?;
+        let n = match self.slice_len(r, size, dbg) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stack.truncate(base);
+                return Err(e);
+            }
+        };
         let from = self.seqs.len() as u32;
-        for i in 0..len {
-            let idx = if r.step < 0 { start - i } else { start + i };
+        for i in 0..n as i64 {
+            let idx = r.start + i * r.step;
             let v = self.stack[base + idx as usize];
             self.seqs.push(v);
         }
         self.stack.truncate(base);
-        Ok(Value::Seq(from, len as u32))
+        Ok(Value::Seq(from, n as u32))
     }
 
     // ------------------------------------------------------------ operators
@@ -853,24 +967,28 @@ impl<'a, 'o> Vm<'a, 'o> {
                 start: s,
                 len: None,
                 step: 1,
+                adaptive: false,
             },
             Some(Value::Num(e)) => {
                 let e = e.long_value();
                 match kind {
                     RangeKind::Inclusive => Range {
                         start: s,
-                        len: Some(e.abs_diff(s) + 1),
+                        len: Some(e.abs_diff(s).saturating_add(1)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     RangeKind::Exclusive => Range {
                         start: s,
                         len: Some(e.abs_diff(s)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     _ => Range {
                         start: s,
                         len: Some(e.unsigned_abs()),
                         step: if e >= 0 { 1 } else { -1 },
+                        adaptive: true,
                     },
                 }
             }
@@ -902,6 +1020,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
             }
             Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Empty => (LoopSrc::Pool(0), Some(0)),
             Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
             Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),
             other => {
@@ -919,18 +1038,9 @@ impl<'a, 'o> Vm<'a, 'o> {
             len,
             started: false,
         };
-        if l < self.loops.len() {
-            self.loops[l] = st;
-        } else {
-            while self.loops.len() < l {
-                self.loops.push(LoopState {
-                    src: LoopSrc::Pool(0),
-                    index: 0,
-                    len: Some(0),
-                    started: false,
-                });
-            }
-            self.loops.push(st);
+        match self.loops.get_mut(l) {
+            Some(slot) => *slot = st,
+            None => return Err(fail(dbg, "internal error: loop slot out of range")),
         }
         Ok(len == Some(0))
     }
@@ -961,7 +1071,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Some((k, v))
             }
             LoopSrc::Range(r) => Some((
-                Value::Num(Number::Int((r.start + idx as i64 * r.step) as i32)),
+                Value::Num(Number::Int(
+                    r.start.wrapping_add((idx as i64).wrapping_mul(r.step)) as i32,
+                )),
                 Value::Missing,
             )),
         }
@@ -1017,17 +1129,22 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         self.stack.truncate(from);
         let pc = info.pc;
+        let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
-            loop_base: self.loops.len(),
+            loop_base,
             caller: None,
             site: None,
         };
         self.depth += 1;
         let stack_before = self.stack.len();
+        // What a function body prints is discarded, as in FreeMarker.
+        let out_mark = self.out.len();
         let r = self.exec(pc as usize, &new);
+        self.out.truncate(out_mark);
         self.depth -= 1;
         self.locals.truncate(base);
+        self.loops.truncate(loop_base);
         r?;
         let v = if self.stack.len() > stack_before {
             self.pop()
@@ -1070,9 +1187,10 @@ impl<'a, 'o> Vm<'a, 'o> {
             self.locals[base + pidx as usize] = self.stack[from + i];
         }
         self.stack.truncate(from);
+        let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
-            loop_base: self.loops.len(),
+            loop_base,
             caller: Some(ctx),
             site: Some(site),
         };
@@ -1080,6 +1198,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let r = self.exec(info.pc as usize, &new);
         self.depth -= 1;
         self.locals.truncate(base);
+        self.loops.truncate(loop_base);
         r
     }
 
@@ -1092,7 +1211,15 @@ impl<'a, 'o> Vm<'a, 'o> {
         ctx_loop: usize,
     ) -> VResult<Value<'a>> {
         let info = &self.p.lambdas[idx as usize];
-        self.locals[ctx_base + info.slot as usize] = arg;
+        match self.locals.get_mut(ctx_base + info.slot as usize) {
+            Some(slot) => *slot = arg,
+            None => {
+                return Err(fail(
+                    u32::MAX,
+                    "A lambda can only be used where it is written",
+                ))
+            }
+        }
         let ctx = Ctx {
             base: ctx_base,
             loop_base: ctx_loop,
@@ -1193,6 +1320,19 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.write_interp(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
+                Instr::EmitJson(dbg) => {
+                    let v = self.pop();
+                    self.scratch.clear();
+                    self.scalar_to_scratch(v, dbg)?;
+                    let text = std::mem::take(&mut self.scratch);
+                    match std::str::from_utf8(&text) {
+                        Ok(s) => crate::template::format::escape::json_string(s, self.out),
+                        Err(_) => return Err(fail(dbg, "internal error: invalid UTF-8")),
+                    }
+                    self.scratch = text;
+                    self.scratch.clear();
+                    self.check_output()?;
+                }
                 Instr::Const(i) => {
                     let v = match &p.consts[i as usize] {
                         Const::Str(s) => Value::Str(s.as_str()),
@@ -1202,6 +1342,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.stack.push(v);
                 }
                 Instr::PushMissing => self.stack.push(Value::Missing),
+                Instr::PushEmpty => self.stack.push(Value::Empty),
                 Instr::Load(s) => {
                     let v = self.locals[ctx.base + s as usize];
                     self.stack.push(v);
@@ -1247,6 +1388,24 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.dot(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
+                Instr::LocalDot(slot, name, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(dbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::InputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
                 Instr::Index(dbg) => {
                     let key = self.pop();
                     let recv = self.pop();
@@ -1256,6 +1415,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Instr::Call(argc, dbg) => self.call_value(argc as usize, dbg, ctx)?,
                 Instr::Builtin(bi, argc, dbg) => {
                     builtins::apply(self, bi, argc as usize, dbg, ctx.base, ctx.loop_base)?;
+                    self.check_pools()?;
                 }
                 Instr::Exists => {
                     let v = self.pop();
@@ -1331,6 +1491,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let a = self.pop();
                     let v = self.binary(op, a, b, dbg)?;
                     self.stack.push(v);
+                    self.check_pools()?;
                 }
                 Instr::JumpIf(flag, t, dbg) => {
                     let v = self.pop();
@@ -1612,30 +1773,53 @@ pub(crate) fn article(t: &str) -> &'static str {
     }
 }
 
-/// `#compress`: drops leading and trailing white-space, turns each white-space run containing a
-/// line break into one line break and every other run into one space.
+/// Java's `Character.isWhitespace`.
+fn java_ws(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | '\u{1c}'..='\u{1f}'
+    ) || (c.is_whitespace() && !matches!(c, '\u{a0}' | '\u{2007}' | '\u{202f}' | '\u{85}'))
+}
+
+/// `#compress`, as FreeMarker's `StandardCompress` writer: leading and trailing white-space
+/// (Java's definition) is dropped, and each inner run becomes the first line break it contains
+/// (`\r\n`, `\r` or `\n`, kept as written) or else one space.
 fn compress(input: &[u8], out: &mut BytesMut) {
-    let mut i = 0;
-    let n = input.len();
-    let mut at_start = true;
-    while i < n {
-        let c = input[i];
-        if c == b' ' || c == b'\t' || c == b'\n' || c == b'\r' || c == 0x0c {
-            let mut nl = false;
-            while i < n && matches!(input[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
-                if input[i] == b'\n' || input[i] == b'\r' {
-                    nl = true;
-                }
-                i += 1;
+    #[derive(PartialEq)]
+    enum St {
+        AtBeginning,
+        Init,
+        SawCr,
+        Cr,
+        CrLf,
+        Lf,
+    }
+    let text = String::from_utf8_lossy(input);
+    let mut state = St::AtBeginning;
+    let mut in_ws = true;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        if java_ws(c) {
+            in_ws = true;
+            match state {
+                St::Init if c == '\r' => state = St::SawCr,
+                St::Init if c == '\n' => state = St::Lf,
+                St::SawCr => state = if c == '\n' { St::CrLf } else { St::Cr },
+                _ => {}
             }
-            if at_start || i == n {
-                continue;
-            }
-            out.extend_from_slice(if nl { b"\n" } else { b" " });
-        } else {
-            at_start = false;
-            out.extend_from_slice(&[c]);
-            i += 1;
+            continue;
         }
+        if in_ws {
+            in_ws = false;
+            match state {
+                St::SawCr | St::Cr => out.extend_from_slice(b"\r"),
+                St::CrLf => out.extend_from_slice(b"\r\n"),
+                St::Lf => out.extend_from_slice(b"\n"),
+                St::AtBeginning => {}
+                St::Init => out.extend_from_slice(b" "),
+            }
+            state = St::Init;
+        }
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
     }
 }

@@ -31,6 +31,8 @@ pub struct Range {
     pub len: Option<u64>,
     /// +1 or -1.
     pub step: i64,
+    /// `a..*n`: slicing with it stops at the end of the sliced value instead of failing.
+    pub adaptive: bool,
 }
 
 /// A value.
@@ -38,6 +40,9 @@ pub struct Range {
 pub enum Value<'a> {
     /// Missing or JSON null.
     Missing,
+    /// What `x!` gives when `x` is missing and no default is written: an empty string that is
+    /// also an empty sequence and an empty hash.
+    Empty,
     /// A string borrowed from the input or the template.
     Str(&'a str),
     /// A string in the render's arena (`start..end`).
@@ -102,7 +107,7 @@ impl<'a> Value<'a> {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Missing => "null or missing",
-            Value::Str(_) | Value::Arena(..) => "string",
+            Value::Str(_) | Value::Arena(..) | Value::Empty => "string",
             Value::Num(_) => "number",
             Value::Bool(_) => "boolean",
             Value::Date(_) => "date",

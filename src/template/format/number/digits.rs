@@ -25,6 +25,8 @@ pub(super) enum RoundingMode {
     Unnecessary,
 }
 
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// Room for the 39 digits of an `i128` plus carries.
 const CAP: usize = 48;
 
@@ -34,9 +36,21 @@ pub(super) struct Digits {
     pub(super) d: [u8; CAP],
     pub(super) count: usize,
     pub(super) decimal_at: i32,
-    /// The (absolute) double these digits are the shortest form of, when they came from one:
-    /// decides ties the way Java's `FloatingDecimal` flags do.
-    source: Option<f64>,
+    /// How the digits relate to the exact value: decides ties the way Java's `FloatingDecimal`
+    /// flags (`decimalDigitsExact`, `digitsRoundedUp`) do.
+    source: Source,
+}
+
+/// Where a [`Digits`] came from, for tie-breaking.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// An exact decimal (integer or `BigDecimal`).
+    Exact,
+    /// The shortest form of this (absolute) double: compare with its exact binary value.
+    Double(f64),
+    /// Java's long fast path for integral doubles: reported neither exact nor rounded up, so a
+    /// tie rounds up.
+    InexactNotRoundedUp,
 }
 
 impl Digits {
@@ -45,7 +59,7 @@ impl Digits {
             d: [0; CAP],
             count: 0,
             decimal_at: 0,
-            source: None,
+            source: Source::Exact,
         }
     }
 
@@ -63,12 +77,19 @@ impl Digits {
         }
     }
 
-    /// The shortest digits that round-trip to `|value|` (finite).
+    /// The digits JDK 17's `FloatingDecimal` gives `|value|` (finite): the shortest that
+    /// round-trip, except for integral values in `[1, 2^63)`, where Java takes the exact integer
+    /// and drops only the low digits its table calls insignificant (`1.37342863480957901E18`),
+    /// and reports the digits inexact (so `DecimalFormat` rounds a tie up: `-58325.0` with
+    /// `0.###E0` is `-5.833E4`).
     pub(super) fn from_f64(value: f64) -> Digits {
         let v = value.abs();
         let mut digits = Digits::zero();
         if v == 0.0 {
             return digits;
+        }
+        if v.fract() == 0.0 && (1.0..TWO_POW_63).contains(&v) {
+            return Digits::from_f64_long_path(v);
         }
         let mut buf = StackBuf::<40>::new();
         let _ = write!(buf, "{v:e}");
@@ -81,8 +102,96 @@ impl Digits {
             }
         }
         digits.decimal_at = exp.parse::<i32>().unwrap_or(0) + 1;
-        digits.source = Some(v);
+        digits.source = Source::Double(v);
         digits.strip_trailing_zeros();
+        if digits.count < 19 {
+            digits.break_tie_to_even(v);
+        }
+        digits
+    }
+
+    /// When the exact value of `v` lies exactly halfway between two decimals of the shortest
+    /// length, Java's `FloatingDecimal` takes the one with the even last digit, where Rust's
+    /// shortest form may take the other (`111275153569243.125` prints as
+    /// `1.1127515356924312E14` in Java).
+    fn break_tie_to_even(&mut self, v: f64) {
+        let bits = v.to_bits();
+        let biased = ((bits >> 52) & 0x7ff) as i32;
+        let fraction = bits & ((1u64 << 52) - 1);
+        let (mut mantissa, mut exp2) = if biased == 0 {
+            (fraction, -1074)
+        } else {
+            (fraction | (1u64 << 52), biased - 1075)
+        };
+        let zeros = mantissa.trailing_zeros();
+        mantissa >>= zeros;
+        exp2 += zeros as i32;
+        // The exact value as `p × 10^exp10` with no trailing zeros in `p`, when `p` is small.
+        let (p, exp10) = if exp2 < 0 {
+            let k = (-exp2) as u32;
+            match 5u128
+                .checked_pow(k)
+                .and_then(|f| f.checked_mul(u128::from(mantissa)))
+            {
+                Some(p) => (p, -(k as i32)),
+                None => return,
+            }
+        } else {
+            let mut m = u128::from(mantissa);
+            let mut t = 0;
+            while t < exp2 && m % 5 == 0 {
+                m /= 5;
+                t += 1;
+            }
+            match 1u128
+                .checked_shl((exp2 - t) as u32)
+                .filter(|_| exp2 - t < 127)
+                .and_then(|f| f.checked_mul(m))
+            {
+                Some(p) => (p, t),
+                None => return,
+            }
+        };
+        let lower = 10u128.pow(self.count as u32);
+        if !(lower..lower * 10).contains(&p) || p % 10 != 5 {
+            return;
+        }
+        let mut kept = p / 10;
+        if kept % 2 == 1 {
+            kept += 1;
+        }
+        let rebuilt = Digits::from_u128(kept);
+        self.d = rebuilt.d;
+        self.count = rebuilt.count;
+        self.decimal_at = rebuilt.decimal_at + exp10 + 1;
+    }
+
+    /// `FloatingDecimal.dtoa`'s fast path for an integral double `1 <= v < 2^63`
+    /// (`developLongDigits` with `insignificantDigitsForPow2`).
+    fn from_f64_long_path(v: f64) -> Digits {
+        // Java's insignificantDigitsNumber table, indexed by binExp - 54.
+        const INSIGNIFICANT: [u32; 9] = [0, 0, 0, 0, 1, 1, 1, 2, 2];
+        let bin_exp = ((v.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        let p2 = bin_exp - 54;
+        let insignificant = if p2 > 1 {
+            INSIGNIFICANT[p2 as usize]
+        } else {
+            0
+        };
+        let mut lvalue = v as u64;
+        let mut dropped = 0;
+        if insignificant != 0 {
+            let pow = 10u64.pow(insignificant);
+            let residue = lvalue % pow;
+            lvalue /= pow;
+            if residue >= pow / 2 {
+                lvalue += 1;
+            }
+            dropped = insignificant as i32;
+        }
+        let mut digits = Digits::from_u128(u128::from(lvalue));
+        digits.decimal_at += dropped;
+        digits.source = Source::InexactNotRoundedUp;
         digits
     }
 
@@ -195,8 +304,9 @@ impl Digits {
     /// form was rounded up (Java's `digitsRoundedUp`), `Equal` when exact.
     fn compare_with_source(&self) -> Ordering {
         match self.source {
-            None => Ordering::Equal,
-            Some(v) => {
+            Source::Exact => Ordering::Equal,
+            Source::InexactNotRoundedUp => Ordering::Less,
+            Source::Double(v) => {
                 let (n, last_exp) = self.integer_and_exponent();
                 compare_decimal_with_double(n, last_exp, v)
             }
@@ -410,7 +520,7 @@ impl BigUint {
                 self.limbs.push(carry);
             }
         }
-        self.limbs.splice(0..0, std::iter::repeat(0).take(words));
+        self.limbs.splice(0..0, std::iter::repeat_n(0, words));
     }
 }
 

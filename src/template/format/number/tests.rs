@@ -94,7 +94,15 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn oracle_table() {
-    let table = include_str!("../testdata/number.tsv");
+    check_table(include_str!("../testdata/number.tsv"), 1000);
+}
+
+#[test]
+fn oracle_random_doubles() {
+    check_table(include_str!("../testdata/doubles.tsv"), 5000);
+}
+
+fn check_table(table: &str, min_rows: usize) {
     let mut failures = Vec::new();
     let mut rows = 0;
     for line in table.lines() {
@@ -121,7 +129,7 @@ fn oracle_table() {
             ));
         }
     }
-    assert!(rows > 1000, "the table is loaded");
+    assert!(rows > min_rows, "the table is loaded");
     assert!(
         failures.is_empty(),
         "{} of {rows} rows differ:\n{}",

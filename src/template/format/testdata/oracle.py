@@ -12,7 +12,14 @@ kind/value name a number the way FreeMarker gets it:
   I 42     an Integer/Long/BigInteger (a JSON integer, read by Jackson)
   B 1.50   a BigDecimal ("1.50"?number)
   S text   a string (for op `number`: "text"?number)
+  J "text"  a string given as a JSON literal, for op = a string built-in (`json_string`, `url` with
+            arg `UTF-8`...) or `jackson` (UtilClass.toJsonString); the expected column is then
+            JSON-encoded too
+  date|time|datetime VALUE   a date: VALUE is the text to parse (op parse) or epoch millis
 op/arg:
+  parse PATTERN ${"VALUE"?KIND("PATTERN")?long} (no PATTERN: ${"VALUE"?KIND?long})
+  format PATTERN ${(VALUE)?number_to_KIND?string("PATTERN")} (no PATTERN: the default format)
+  builtin NAME  ${(VALUE)?number_to_KIND?NAME}
   fmt PATTERN   ${x?string("PATTERN")}; PATTERN `computer` means plain ${x}
   c             ${x?c}
   json          ${UtilClass.toJsonString(x)}
@@ -36,7 +43,35 @@ def operand(kind, value, name):
     raise SystemExit(f'bad kind {kind}')
 
 
+def date_request(kind, value, op, arg):
+    if op == 'parse':
+        call = '?' + kind + ('(' + json.dumps(arg, ensure_ascii=False) + ')' if arg else '')
+        t = '${' + json.dumps(value, ensure_ascii=False) + call + '?long}'
+    elif op == 'format':
+        fmt = '?string(' + json.dumps(arg, ensure_ascii=False) + ')' if arg else ''
+        t = '${(' + value + ')?number_to_' + kind + fmt + '}'
+    elif op == 'builtin':
+        t = '${(' + value + ')?number_to_' + kind + '?' + arg + '}'
+    else:
+        raise SystemExit(f'bad date op {op}')
+    return '{"template":' + json.dumps(t) + ',"input":{}}'
+
+
+def string_request(value, op, arg):
+    if op == 'jackson':
+        t = '${UtilClass.toJsonString(input.a)}'
+    elif arg:
+        t = '${input.a?' + op + '(' + json.dumps(arg) + ')}'
+    else:
+        t = '${input.a?' + op + '}'
+    return '{"template":' + json.dumps(t) + ',"input":{"a":' + value + '}}'
+
+
 def request(kind, value, op, arg):
+    if kind in ('date', 'time', 'datetime'):
+        return date_request(kind, value, op, arg)
+    if kind == 'J':
+        return string_request(value, op, arg)
     x, raw_a = operand(kind, value, 'a')
     raws = {}
     if raw_a is not None:
@@ -74,7 +109,13 @@ def main():
         answers = p.stdout.decode('utf-8').split('\n')
         for (i, cols), answer in zip(rows, answers):
             r = json.loads(answer)
-            cols = cols[:4] + [r['output'] if 'output' in r else 'ERR']
+            if 'output' not in r:
+                out = 'ERR'
+            elif cols[0] == 'J':
+                out = json.dumps(r['output'])
+            else:
+                out = r['output']
+            cols = cols[:4] + [out]
             lines[i] = '\t'.join(cols)
         open(path, 'w', encoding='utf-8').write('\n'.join(lines))
 
