@@ -396,18 +396,11 @@ fn seed_cohort_templates_render_as_freemarker_through_the_cohort_path() {
         "484-per-user-single-quotes",
         "485-per-user-doc-verbatim-error",
         "486-cohort-user-properties-doc-error",
+        "487-cohort-user-properties-fixed",
         "504-slack-cohort-summary",
         "505-slack-cohort-exit",
+        "516-users-array-exit",
     ]);
-}
-
-/// The same for the cases that need engine parts still missing (`UtilClass.toJsonString` in
-/// `template/format/escape.rs`, `?iso_utc` in `template/format/date.rs`); un-ignore once the
-/// engine's conformance run passes them.
-#[test]
-#[ignore = "needs UtilClass.toJsonString and ?iso_utc in the template engine"]
-fn seed_cohort_templates_needing_unfinished_engine_parts() {
-    check_template_cases(&["487-cohort-user-properties-fixed", "516-users-array-exit"]);
 }
 
 fn check_template_cases(names: &[&str]) {
