@@ -742,3 +742,67 @@ template_inline = '''{template}'''
         }
     }
 }
+
+/// `[destinations.cohorts]` inside a whole config file: a valid one becomes the destination's
+/// cohort route; a broken one reports every problem with its path, the template's with a caret.
+#[test]
+fn cohort_settings_load_with_the_config_and_report_every_problem() {
+    use hookpipe::config::{load_str, StrError};
+    let base = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+cohort_changes = ["amplitude-cohorts"]
+dead_letter = "dead"
+[[destinations]]
+name = "crm"
+url = "http://127.0.0.1:9/hook"
+"#;
+    let ok = load_str(
+        &format!(
+            "{base}[destinations.cohorts]\nbatch_size = 250\ntemplate_inline = '${{input.cohort_id}}'\n"
+        ),
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(ok.topics.cohort_changes, ["amplitude-cohorts"]);
+    let route = ok.destinations[0].cohorts.as_ref().unwrap();
+    assert_eq!(
+        (route.destination.as_str(), route.batch_size.get()),
+        ("crm", 250)
+    );
+    assert_eq!(route.request_timeout, std::time::Duration::from_secs(2));
+    assert!(route.template.is_some() && ok.destinations[0].events.is_none());
+
+    let bad = format!(
+        "{base}[destinations.cohorts]\nbatch_size = 0\nwindow = \"7m\"\ntemplate_inline = '${{input.cohort_id'\n"
+    );
+    let err = match load_str(&bad, std::path::Path::new("."), &|_| None) {
+        Err(StrError::Invalid(e)) => e.to_string(),
+        other => panic!("expected validation errors, got {other:?}"),
+    };
+    let p = "destinations[0] \"crm\".cohorts";
+    assert!(err.starts_with("3 problems"), "{err}");
+    assert!(
+        err.contains(&format!("{p}.batch_size: 0, must be from 1 to 100000")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}.window: \"7m\" is not a window")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}: {p}.template_inline:1:")),
+        "{err}"
+    );
+    assert!(err.contains('^'), "{err}");
+
+    // Cohorts alone are enough for a destination; disabled cohorts are not.
+    let off = format!("{base}[destinations.cohorts]\nenabled = false\n");
+    let err = match load_str(&off, std::path::Path::new("."), &|_| None) {
+        Err(StrError::Invalid(e)) => e.to_string(),
+        other => panic!("expected validation errors, got {other:?}"),
+    };
+    assert!(err.contains("nothing would be sent"), "{err}");
+}
