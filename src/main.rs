@@ -19,6 +19,8 @@ enum Command {
     Check(hookpipe::cli::check::Args),
     /// Run the pipeline: consume Kafka, deliver to every destination, commit settled offsets.
     Run(hookpipe::cli::run::Args),
+    /// Re-send dead-lettered deliveries (by destination and time) through the same path.
+    Replay(hookpipe::cli::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -26,5 +28,6 @@ fn main() -> ExitCode {
         Command::Render(args) => hookpipe::cli::render::main(args),
         Command::Check(args) => hookpipe::cli::check::main(args),
         Command::Run(args) => hookpipe::cli::run::main(args),
+        Command::Replay(args) => hookpipe::cli::replay::main(args),
     }
 }

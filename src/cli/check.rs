@@ -55,6 +55,16 @@ pub fn summary(c: &config::Config) -> String {
         c.pipeline.max_in_flight_per_destination,
         c.pipeline.drain_timeout,
     ));
+    match &c.retry {
+        Some(r) => s.push_str(&format!(
+            "\n  retry: {} attempts over {:?}, tiers {}-* consumed by group {:?}",
+            r.schedule.attempts(),
+            r.schedule.span(),
+            r.tier_prefix,
+            r.group_id
+        )),
+        None => s.push_str("\n  retry: off (a failed first attempt is dead-lettered)"),
+    }
     for d in &c.destinations {
         s.push_str(&format!("\n  destination {:?} -> {}", d.name, d.url));
         if let Some(e) = &d.events {

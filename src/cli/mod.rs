@@ -2,4 +2,5 @@
 
 pub mod check;
 pub mod render;
+pub mod replay;
 pub mod run;

@@ -38,6 +38,9 @@ pub struct ClientOptions {
     pub max_response_body: usize,
     /// Tries, backoff and budget within one attempt.
     pub attempt: AttemptPolicy,
+    /// Certificate authorities trusted besides the webpki (Mozilla) roots, for receivers behind a
+    /// private CA. Empty by default.
+    pub extra_root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +50,7 @@ impl Default for ClientOptions {
             pool_max_idle_per_host: 1024,
             max_response_body: 64 * 1024,
             attempt: AttemptPolicy::default(),
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -71,6 +75,17 @@ pub enum BuildError {
         /// What is wrong.
         #[source]
         source: SigningError,
+    },
+    /// An extra root certificate is not a usable CA certificate.
+    #[error("destination {destination:?}: extra root certificate #{index}: {source}")]
+    RootCertificate {
+        /// The destination's name.
+        destination: String,
+        /// 1-based position in [`ClientOptions::extra_root_certificates`].
+        index: usize,
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
     },
     /// rustls refused the TLS configuration (should not happen with the built-in provider).
     #[error("destination {destination:?}: TLS setup failed: {source}")]
@@ -138,12 +153,9 @@ impl Client {
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(endpoint.connect_timeout));
         tcp.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = tls_config(&name, &options.extra_root_certificates)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|source| BuildError::Tls {
-                destination: name.clone(),
-                source,
-            })?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -236,6 +248,37 @@ impl Client {
         let _ = tokio::time::timeout(timeout, drain(body, inner.options.max_response_body)).await;
         (record, decision)
     }
+}
+
+/// rustls with the ring provider, its safe default protocol versions, and the webpki roots plus
+/// any extra CAs. ALPN (h2, http/1.1) is added by the connector builder.
+fn tls_config(
+    destination: &str,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, BuildError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for (i, cert) in extra_roots.iter().enumerate() {
+        roots
+            .add(cert.clone())
+            .map_err(|source| BuildError::RootCertificate {
+                destination: destination.to_string(),
+                index: i + 1,
+                source,
+            })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|source| BuildError::Tls {
+        destination: destination.to_string(),
+        source,
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
 }
 
 /// Reads and discards a response body up to `cap` bytes, so an HTTP/1.1 connection can go back to

@@ -27,9 +27,9 @@ pub(super) async fn handle(
     let chunk = match Chunk::decode(&msg.payload) {
         Ok(c) => c,
         Err(e) => {
-            shared
-                .telemetry
-                .message_malformed(&msg.topic, msg.partition, msg.offset, INVALID);
+            if let Some((_, metrics)) = shared.topic_kinds.get(&*msg.topic) {
+                metrics.malformed(&msg.topic, msg.partition, msg.offset, INVALID);
+            }
             let settlements = msg.tracker.register(msg.offset, 1);
             let rejected = Rejected {
                 source,

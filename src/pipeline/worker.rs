@@ -3,11 +3,13 @@
 //! per-destination and total in-flight limits, and spawns its attempt. Messages of one partition
 //! are handled one after another, so first attempts start in partition order (per destination).
 
+use super::breaker::Admission;
 use super::id::delivery_id;
 use super::settle::{FailedDelivery, Failure, Rejected};
 use super::user::write_user;
 use super::Shared;
-use crate::deliver::{Outcome, Request};
+use crate::deliver::{Outcome, Request, Try};
+use crate::retry::park::unix_ms;
 use crate::retry::record::SourcePosition;
 use crate::route::{self, Malformed, Payload, Route, TopicKind};
 use crate::source::{Settlement, SourceMessage};
@@ -202,7 +204,7 @@ impl Worker {
 
     async fn handle(&mut self, msg: SourceMessage) {
         let shared = self.shared.clone();
-        let Some(&kind) = shared.topic_kinds.get(&*msg.topic) else {
+        let Some((kind, topic_metrics)) = shared.topic_kinds.get(&*msg.topic) else {
             return;
         };
         let source = SourcePosition {
@@ -210,6 +212,7 @@ impl Worker {
             partition: msg.partition,
             offset: msg.offset,
         };
+        let kind = *kind;
         if kind == TopicKind::CohortChanges {
             return super::cohort::handle(&shared, &mut self.cohort, msg, source).await;
         }
@@ -219,9 +222,7 @@ impl Worker {
             } else {
                 m.reason()
             };
-            shared
-                .telemetry
-                .message_malformed(&msg.topic, msg.partition, msg.offset, reason);
+            topic_metrics.malformed(&msg.topic, msg.partition, msg.offset, reason);
             let settlements = msg.tracker.register(msg.offset, 1);
             let rejected = Rejected {
                 source,
@@ -327,16 +328,41 @@ impl Delivery {
         let shared = &self.shared;
         let metrics = &shared.metrics[self.destination];
         metrics.admitted();
-        let started = tokio::time::Instant::now();
-        let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
-            (crate::deliver::Kind::Cohort, Some(c)) => c,
-            _ => &shared.clients[self.destination],
+        let breaker = &shared.breakers[self.destination];
+        let outcome = match breaker.admit() {
+            Admission::Attempt => {
+                let started = tokio::time::Instant::now();
+                let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
+                    (crate::deliver::Kind::Cohort, Some(c)) => c,
+                    _ => &shared.clients[self.destination],
+                };
+                let outcome = client.attempt(&self.request).await;
+                let took = started.elapsed();
+                let delivered = outcome.is_delivered();
+                metrics.attempt(&self.request.id, delivered, outcome.tries().len(), took);
+                let was_open = breaker.is_open();
+                if breaker.record(delivered) {
+                    metrics.circuit(true);
+                } else if was_open && delivered {
+                    metrics.circuit(false);
+                }
+                outcome
+            }
+            Admission::Skip => {
+                metrics.skipped(&self.request.id);
+                Outcome::Failed {
+                    tries: vec![Try {
+                        started_unix_ms: unix_ms(SystemTime::now()),
+                        status: None,
+                        error: Some(
+                            "not attempted: circuit open after consecutive failed attempts".into(),
+                        ),
+                    }],
+                }
+            }
         };
-        let outcome = client.attempt(&self.request).await;
-        let took = started.elapsed();
         match outcome {
-            Outcome::Delivered { tries } => {
-                metrics.attempt(&self.request.id, true, tries.len(), took);
+            Outcome::Delivered { .. } => {
                 if let Some(ts) = self.timestamp_ms {
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
@@ -346,7 +372,6 @@ impl Delivery {
                 }
             }
             Outcome::Failed { tries } => {
-                metrics.attempt(&self.request.id, false, tries.len(), took);
                 let failed = FailedDelivery {
                     destination: shared.destinations[self.destination].name.clone(),
                     request: self.request.clone(),

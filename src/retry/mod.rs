@@ -9,6 +9,8 @@
 //! - [`tier`]: the read side: one consumer per tier waits for each partition's head (paused
 //!   partition, timer on tokio-util's `DelayQueue`), re-attempts, and parks failures again.
 //! - [`topics`]: creates the tier and dead-letter topics at start-up.
+//! - [`service`]: all of the above behind the pipeline's failure path (`pipeline::settle`).
+//! - [`replay`]: re-sends dead-lettered deliveries through the same path (`hookpipe replay`).
 //!
 //! `docs/retries.md` states the exact schedules and the record format.
 //!
@@ -18,11 +20,14 @@
 
 pub mod park;
 pub mod record;
+pub mod replay;
 pub mod schedule;
+pub mod service;
 pub mod tier;
 pub mod topics;
 
 pub use park::{Parked, Parker};
 pub use record::{AttemptLog, DeadLetter, ParkedDelivery, RecordError, SourcePosition};
 pub use schedule::{Next, Schedule, ScheduleError};
+pub use service::{RetryService, RetrySettings, RetryTasks};
 pub use tier::{Tier, TierError, TierLimits};

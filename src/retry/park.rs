@@ -15,6 +15,7 @@ use super::record::{AttemptLog, DeadLetter, ParkedDelivery, SourcePosition, FORM
 use super::schedule::{Next, Schedule};
 use crate::deliver::{Request, Try};
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::time::{Duration, SystemTime};
@@ -146,7 +147,16 @@ impl Parker {
                 delivery.due_unix_ms =
                     now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                 let topic = &self.tier_topics[tier];
-                self.write(topic, &delivery.destination, &delivery.to_json())
+                let headers = delivery_headers(&delivery)
+                    .insert(Header {
+                        key: "hookpipe.attempt",
+                        value: Some(&attempt.to_string()),
+                    })
+                    .insert(Header {
+                        key: "hookpipe.due_unix_ms",
+                        value: Some(&delivery.due_unix_ms.to_string()),
+                    });
+                self.write(topic, &delivery.destination, &delivery.to_json(), headers)
                     .await;
                 Parked::Tier {
                     topic: topic.clone(),
@@ -171,22 +181,38 @@ impl Parker {
         }
     }
 
-    /// Writes a dead letter (retrying until Kafka acknowledges it).
+    /// Writes a dead letter (retrying until Kafka acknowledges it), with the headers the
+    /// pipeline's dead letters carry (`hookpipe.reason`: `attempts_exhausted` for a delivery,
+    /// `unreadable_retry_record` otherwise; source position, destination, delivery id).
     pub async fn dead_letter(&self, letter: DeadLetter) {
-        let key = letter
-            .delivery
-            .as_ref()
-            .map(|d| d.destination.clone())
-            .unwrap_or_default();
-        self.write(&self.dead_letter_topic, &key, &letter.to_json())
+        let (key, headers) = match &letter.delivery {
+            Some(d) => (
+                d.destination.clone(),
+                delivery_headers(d).insert(Header {
+                    key: "hookpipe.reason",
+                    value: Some("attempts_exhausted"),
+                }),
+            ),
+            None => (
+                String::new(),
+                OwnedHeaders::new().insert(Header {
+                    key: "hookpipe.reason",
+                    value: Some("unreadable_retry_record"),
+                }),
+            ),
+        };
+        self.write(&self.dead_letter_topic, &key, &letter.to_json(), headers)
             .await;
     }
 
     /// Produces one record and waits for its acknowledgement, retrying with a capped backoff.
-    async fn write(&self, topic: &str, key: &str, payload: &[u8]) {
+    async fn write(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers.clone());
             match self.producer.send(record, Timeout::Never).await {
                 Ok(_) => return,
                 Err((e, _)) => {
@@ -197,6 +223,36 @@ impl Parker {
             }
         }
     }
+}
+
+/// The headers every retry-path record of a delivery carries, for tools that only read headers:
+/// `hookpipe.destination`, `hookpipe.delivery_id`, and the source position when known.
+fn delivery_headers(d: &ParkedDelivery) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new()
+        .insert(Header {
+            key: "hookpipe.destination",
+            value: Some(&d.destination),
+        })
+        .insert(Header {
+            key: "hookpipe.delivery_id",
+            value: Some(&d.delivery_id),
+        });
+    if let Some(s) = &d.source {
+        h = h
+            .insert(Header {
+                key: "hookpipe.source.topic",
+                value: Some(&s.topic),
+            })
+            .insert(Header {
+                key: "hookpipe.source.partition",
+                value: Some(&s.partition.to_string()),
+            })
+            .insert(Header {
+                key: "hookpipe.source.offset",
+                value: Some(&s.offset.to_string()),
+            });
+    }
+    h
 }
 
 /// Unix milliseconds of a wall-clock time (0 before the epoch).

@@ -15,8 +15,9 @@
 //!   [`TierLimits::in_flight`] in all, so a dead destination (each of its attempts taking up to its
 //!   4 s budget plus a request timeout) uses only its share while healthy destinations keep going.
 //! - Queued records are bounded by [`TierLimits::queued`]: past it, every partition is paused until
-//!   the queues drain to half. Held heads are bounded by what librdkafka prefetched before the
-//!   pause (`queued.max.messages.kbytes`, set low for tiers).
+//!   the queues drain to half. Held records are bounded by what was already handed out before the
+//!   pause (librdkafka purges a paused partition's prefetch; `queued.max.messages.kbytes` is set
+//!   low for tiers anyway).
 //! - Limit: when one dead destination alone fills [`TierLimits::queued`], the whole tier pauses
 //!   until its attempts drain the queue; healthy destinations' retries in that tier wait behind it
 //!   (their first attempts, in the pipeline, are not affected).
@@ -27,6 +28,8 @@
 use super::park::{unix_ms, Parker};
 use super::record::{DeadLetter, ParkedDelivery, FORMAT};
 use crate::deliver::Client;
+use crate::retry::park::Parked;
+use crate::telemetry::Telemetry;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -181,6 +184,7 @@ pub struct Tier {
     queued: usize,
     saturated: bool,
     tasks: JoinSet<(i32, i64, String)>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Tier {
@@ -223,7 +227,15 @@ impl Tier {
             queued: 0,
             saturated: false,
             tasks: JoinSet::new(),
+            telemetry: None,
         })
+    }
+
+    /// Counts every re-attempt in the destination's delivery metrics (`outcome` delivered or
+    /// failed, duration) and every delivery dead-lettered after its last attempt.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Tier {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Runs until `shutdown` fires, then finishes the attempts in flight, stores their offsets and
@@ -233,10 +245,12 @@ impl Tier {
             self.apply_assignments();
             self.start_jobs();
             self.sync_pauses();
-            let can_read = !self.saturated;
+            // Always awaiting `recv`, even with every partition paused: the stream consumer's
+            // wake-ups keep librdkafka's max.poll.interval.ms satisfied during long waits, so
+            // the tier stays in its group while it holds a head for 75 minutes.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv(), if can_read => match message {
+                message = self.consumer.recv() => match message {
                     Ok(m) => {
                         let (partition, offset) = (m.partition(), m.offset());
                         let payload = m.payload().unwrap_or_default().to_vec();
@@ -301,6 +315,9 @@ impl Tier {
             queue.retain(|j| j.partition != partition);
             self.queued -= before - queue.len();
         }
+        let queues = &self.queues;
+        self.turn
+            .retain(|d| queues.get(d).is_some_and(|q| !q.is_empty()));
     }
 
     /// Takes in one record read from the tier.
@@ -395,32 +412,53 @@ impl Tier {
                 skipped += 1;
                 continue;
             }
-            skipped = 0;
-            let queue = self
-                .queues
-                .get_mut(&dest)
-                .expect("turn lists queued destinations");
-            let job = queue.pop_front().expect("queued destinations have jobs");
+            let Some(queue) = self.queues.get_mut(&dest) else {
+                continue;
+            };
+            let Some(job) = queue.pop_front() else {
+                // Emptied by a revocation: it no longer takes a turn.
+                continue;
+            };
             if !queue.is_empty() {
                 self.turn.push_back(dest.clone());
             }
+            skipped = 0;
             self.queued -= 1;
             *self.busy.entry(dest.clone()).or_default() += 1;
             let parker = self.parker.clone();
             let client = self.clients.get(&dest).cloned();
+            let telemetry = self.telemetry.clone();
             self.tasks.spawn(async move {
                 match job.work {
                     Work::Attempt(delivery) => {
                         let client = client.expect("destination checked when read");
+                        let began = tokio::time::Instant::now();
                         let outcome = client
                             .attempt_numbered(&delivery.request(), delivery.next_attempt)
                             .await;
+                        if let Some(t) = &telemetry {
+                            t.destination(&delivery.destination).attempt(
+                                &delivery.delivery_id,
+                                outcome.is_delivered(),
+                                outcome.tries().len(),
+                                began.elapsed(),
+                            );
+                        }
                         if !outcome.is_delivered() {
                             let tries = match outcome {
                                 crate::deliver::Outcome::Failed { tries }
                                 | crate::deliver::Outcome::Delivered { tries } => tries,
                             };
-                            parker.after_failure(delivery, tries).await;
+                            let source = delivery.source.as_ref().map(|s| s.topic.clone());
+                            let id = delivery.delivery_id.clone();
+                            let parked = parker.after_failure(delivery, tries).await;
+                            if let (Some(t), Parked::DeadLettered { .. }) = (&telemetry, parked) {
+                                t.dead_lettered(
+                                    "attempts_exhausted",
+                                    source.as_deref().unwrap_or(""),
+                                    &id,
+                                );
+                            }
                         }
                     }
                     Work::DeadLetter(letter) => parker.dead_letter(letter).await,

@@ -90,7 +90,7 @@ async fn answer(mut stream: TcpStream, telemetry: &Telemetry) -> std::io::Result
             respond(
                 &mut stream,
                 "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                "text/plain; version=0.0.4; charset=utf-8",
                 &body,
             )
             .await
@@ -154,7 +154,7 @@ mod tests {
         let m = get(addr, "/metrics").await;
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(
-            m.contains("# TYPE hookpipe_messages_consumed counter"),
+            m.contains("# TYPE hookpipe_messages_consumed_total counter"),
             "{m}"
         );
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));

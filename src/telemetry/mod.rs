@@ -45,7 +45,7 @@ pub struct Telemetry {
     filter_errors: Family<Labels, Counter>,
     end_to_end: Histogram,
     end_to_end_over_target: Counter,
-    end_to_end_quantiles: Family<Labels, Gauge<f64, AtomicU64>>,
+    end_to_end_percentiles: [Gauge<f64, AtomicU64>; 3],
     hdr: Vec<Mutex<hdrhistogram::Histogram<u64>>>,
     consumer_lag: Family<Labels, Gauge>,
     partitions_assigned: Gauge,
@@ -97,7 +97,7 @@ impl Telemetry {
         let deliveries = Family::<Labels, Counter>::default();
         registry.register(
             "hookpipe_deliveries",
-            "Delivery attempts finished, by destination and outcome (delivered, failed)",
+            "First attempts finished, by destination and outcome (delivered, failed, skipped: circuit open)",
             deliveries.clone(),
         );
         let delivery_duration =
@@ -131,12 +131,17 @@ impl Telemetry {
             "Deliveries that took longer than the one-minute target from Kafka timestamp",
             end_to_end_over_target.clone(),
         );
-        let end_to_end_quantiles = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "hookpipe_end_to_end_latency_quantile_seconds",
-            "End-to-end latency percentiles since start (HDR histogram), by quantile",
-            end_to_end_quantiles.clone(),
-        );
+        let end_to_end_percentiles: [Gauge<f64, AtomicU64>; 3] = Default::default();
+        for (name, g) in PERCENTILES.iter().zip(&end_to_end_percentiles) {
+            registry.register(
+                format!("hookpipe_end_to_end_latency_{}_seconds", name.0),
+                format!(
+                    "End-to-end latency {} since start (HDR histogram, 3 significant digits)",
+                    name.0
+                ),
+                g.clone(),
+            );
+        }
         let consumer_lag = Family::<Labels, Gauge>::default();
         registry.register(
             "hookpipe_consumer_lag_messages",
@@ -186,7 +191,7 @@ impl Telemetry {
             filter_errors,
             end_to_end,
             end_to_end_over_target,
-            end_to_end_quantiles,
+            end_to_end_percentiles,
             hdr,
             consumer_lag,
             partitions_assigned,
@@ -210,6 +215,7 @@ impl Telemetry {
         // and a second get_or_create in the same statement would wait for it forever.
         let delivered = self.deliveries.get_or_create(&l("delivered")).clone();
         let failed = self.deliveries.get_or_create(&l("failed")).clone();
+        let skipped = self.deliveries.get_or_create(&l("skipped")).clone();
         let duration = self.delivery_duration.get_or_create(&dest).clone();
         let in_flight = self.in_flight.get_or_create(&dest).clone();
         let filter_errors = self.filter_errors.get_or_create(&dest).clone();
@@ -217,26 +223,28 @@ impl Telemetry {
             name: name.to_string(),
             delivered,
             failed,
+            skipped,
             duration,
             in_flight,
             filter_errors,
         }
     }
 
-    /// A message was consumed from `topic`.
-    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
-        self.messages_consumed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, "message consumed");
+    /// Handles for one input topic, resolved once so the per-message path skips label lookups.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        let labels: Labels = vec![("topic", topic.to_string())];
+        // One statement per handle (see `destination`).
+        let consumed = self.messages_consumed.get_or_create(&labels).clone();
+        let malformed = self.malformed.get_or_create(&labels).clone();
+        TopicMetrics {
+            consumed,
+            malformed,
+        }
     }
 
-    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
-    pub fn message_malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
-        self.malformed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, reason, "malformed message");
+    /// A message was consumed from `topic` (for topics without cached [`TopicMetrics`]).
+    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.topic(topic).consumed(topic, partition, offset);
     }
 
     /// A record was durably written to the dead-letter topic.
@@ -312,19 +320,79 @@ impl Telemetry {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition of every metric (quantile gauges refreshed first).
+    /// The Prometheus text exposition (format 0.0.4) of every metric, percentile gauges
+    /// refreshed first.
     pub fn encode(&self) -> String {
-        for (label, q) in [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999)] {
-            if let Some(d) = self.end_to_end_quantile(q) {
-                self.end_to_end_quantiles
-                    .get_or_create(&vec![("quantile", label.to_string())])
-                    .set(d.as_secs_f64());
+        for ((_, q), g) in PERCENTILES.iter().zip(&self.end_to_end_percentiles) {
+            if let Some(d) = self.end_to_end_quantile(*q) {
+                g.set(d.as_secs_f64());
             }
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        openmetrics_to_prometheus(&out)
+    }
+}
+
+/// The percentiles exported as gauges: name suffix and quantile.
+const PERCENTILES: [(&str, f64); 3] = [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)];
+
+/// prometheus-client writes OpenMetrics text; Prometheus' classic text format (what
+/// `promtool check metrics` and every scraper accept) names counter families with their
+/// `_total` suffix and has no `# EOF` or `# UNIT` lines.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// One input topic's metric handles. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct TopicMetrics {
+    consumed: Counter,
+    malformed: Counter,
+}
+
+impl TopicMetrics {
+    /// A message was consumed.
+    pub fn consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.consumed.inc();
+        debug!(topic, partition, offset, "message consumed");
+    }
+
+    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
+    pub fn malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
+        self.malformed.inc();
+        debug!(topic, partition, offset, reason, "malformed message");
     }
 }
 
@@ -334,6 +402,7 @@ pub struct DestinationMetrics {
     name: String,
     delivered: Counter,
     failed: Counter,
+    skipped: Counter,
     duration: Histogram,
     in_flight: Gauge,
     filter_errors: Counter,
@@ -368,6 +437,21 @@ impl DestinationMetrics {
         );
     }
 
+    /// A first attempt was skipped because the destination's circuit is open.
+    pub fn skipped(&self, id: &str) {
+        self.skipped.inc();
+        debug!(destination = %self.name, delivery_id = id, outcome = "skipped", "circuit open: attempt skipped");
+    }
+
+    /// The destination's circuit opened or closed: a state change, logged at WARN / INFO.
+    pub fn circuit(&self, open: bool) {
+        if open {
+            tracing::warn!(destination = %self.name, "circuit open: attempts skipped (parked for retry) until a probe succeeds");
+        } else {
+            tracing::info!(destination = %self.name, "circuit closed: destination delivering again");
+        }
+    }
+
     /// A filter expression failed to evaluate; the event is not sent to this destination.
     pub fn filter_error(&self, error: &dyn std::fmt::Display) {
         self.filter_errors.inc();
@@ -393,13 +477,16 @@ mod tests {
         let p50 = t.end_to_end_quantile(0.5).unwrap();
         assert!((495..=505).contains(&p50.as_millis()), "{p50:?}");
         let text = t.encode();
+        assert!(!text.contains("# EOF"));
         for line in [
             "hookpipe_messages_consumed_total{topic=\"events\"} 1",
             "hookpipe_deliveries_total{destination=\"braze\",outcome=\"delivered\"} 1",
             "hookpipe_deliveries_total{destination=\"braze\",outcome=\"failed\"} 0",
             "hookpipe_in_flight{destination=\"braze\"} 0",
             "hookpipe_end_to_end_latency_seconds_count 1000",
-            "hookpipe_end_to_end_latency_quantile_seconds{quantile=\"0.5\"} 0.5",
+            "hookpipe_end_to_end_latency_p50_seconds 0.5",
+            "# HELP hookpipe_deliveries_total First attempts finished",
+            "# TYPE hookpipe_deliveries_total counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

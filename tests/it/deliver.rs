@@ -617,3 +617,186 @@ async fn signatures_verify_with_the_standardwebhooks_reference_library() {
     tampered.body = br#"{"event_type":"forged"}"#.to_vec();
     assert!(python_verify(new, &tampered).unwrap().is_err());
 }
+
+/// A private CA and a certificate for 127.0.0.1 it signed, made with the `openssl` command;
+/// `None` when `openssl` is not installed.
+struct Certs {
+    ca: rustls::pki_types::CertificateDer<'static>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+fn make_certs() -> Option<Certs> {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hookpipe test CA",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat())?;
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ])?;
+    Some(Certs {
+        ca: rustls::pki_types::CertificateDer::from_pem_file(d.join("ca.crt")).unwrap(),
+        chain: vec![rustls::pki_types::CertificateDer::from_pem_file(d.join("srv.crt")).unwrap()],
+        key: rustls::pki_types::PrivateKeyDer::from_pem_file(d.join("srv.key")).unwrap(),
+    })
+}
+
+/// An HTTPS receiver (ALPN h2 and http/1.1) answering 200, recording each request's HTTP version.
+async fn tls_receiver(
+    certs: &Certs,
+) -> (
+    String,
+    Arc<Mutex<Vec<http::Version>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs.chain.clone(), certs.key.clone_key())
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(req.version());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (url, versions, task)
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_negotiates_http2() {
+    let Some(certs) = make_certs() else {
+        eprintln!("SKIPPED: the openssl command is not installed");
+        return;
+    };
+    let (url, versions, task) = tls_receiver(&certs).await;
+    let options = ClientOptions {
+        extra_root_certificates: vec![certs.ca.clone()],
+        ..ClientOptions::default()
+    };
+    let client = Client::with_options(endpoint(&url), options).unwrap();
+    for i in 0..3 {
+        let outcome = bounded(client.attempt(&request(&format!("tls-{i}")))).await;
+        assert!(outcome.is_delivered(), "{outcome:?}");
+    }
+    assert_eq!(*versions.lock().unwrap(), [http::Version::HTTP_2; 3]);
+    task.abort();
+}
+
+#[tokio::test]
+async fn https_to_an_untrusted_certificate_fails_every_try() {
+    let Some(certs) = make_certs() else {
+        eprintln!("SKIPPED: the openssl command is not installed");
+        return;
+    };
+    let (url, versions, task) = tls_receiver(&certs).await;
+    // Only the webpki roots: the private CA is not trusted.
+    let client = Client::new(endpoint(&url)).unwrap();
+    let outcome = bounded(client.attempt(&request("tls-untrusted"))).await;
+    assert!(!outcome.is_delivered());
+    assert_eq!(outcome.tries().len(), 3);
+    let e = outcome.tries()[0].error.as_deref().unwrap();
+    assert!(
+        e.starts_with("connect error") && e.contains("certificate"),
+        "{e}"
+    );
+    assert!(versions.lock().unwrap().is_empty());
+    task.abort();
+}

@@ -5,5 +5,8 @@ mod support;
 mod cohort;
 mod conformance;
 mod deliver;
+mod demo;
+mod k8s;
 mod kafka_smoke;
+mod pipeline;
 mod retry;

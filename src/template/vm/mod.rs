@@ -93,6 +93,8 @@ struct Ctx<'c> {
     loop_base: usize,
     caller: Option<&'c Ctx<'c>>,
     site: Option<u32>,
+    /// Position of the macro/function call that made this frame (`u32::MAX` at top level).
+    call_dbg: u32,
 }
 
 pub(crate) enum LoopSrc<'a> {
@@ -204,6 +206,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         match self.exec(0, &ctx) {
             Ok(()) => Ok(()),
@@ -222,6 +225,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         self.exec(0, &ctx)?;
         Ok(self.stack.pop().unwrap_or(Value::Missing))
@@ -522,7 +526,18 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ data access
 
-    #[inline]
+    /// `recv.name`, with the JSON-object case (the hot path) first and without a `Result`.
+    #[inline(always)]
+    fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
+        if let Value::Json(j) = recv {
+            if let Some(o) = j.as_object() {
+                return Ok(o.get(name).map_or(Value::Missing, Value::from_tape));
+            }
+        }
+        self.dot(recv, name, dbg)
+    }
+
+    #[inline(never)]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
             Value::Missing | Value::Empty => Value::Missing,
@@ -573,7 +588,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn seq_len(&self, v: &Value<'a>) -> Option<usize> {
         match v {
             Value::Json(j) => j.as_array().map(|a| a.len()),
-            Value::Seq(_, len) => Some(*len as usize),
+            Value::Seq(_, len) | Value::Coll(_, len) => Some(*len as usize),
             Value::Empty => Some(0),
             Value::Range(r) => r.len.map(|l| l as usize),
             _ => None,
@@ -594,7 +609,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
                 Ok(n)
             }
-            Value::Seq(s, len) => {
+            Value::Seq(s, len) | Value::Coll(s, len) => {
                 for i in s..s + len {
                     let item = self.seqs[i as usize];
                     self.stack.push(item);
@@ -643,7 +658,8 @@ impl<'a, 'o> Vm<'a, 'o> {
         if let Value::Range(r) = key {
             return self.slice(recv, r, dbg);
         }
-        if let Value::Empty = recv {
+        if let Value::Empty | Value::Missing = recv {
+            // Only reached inside `(...)!` / `(...)??`: a missing step gives missing.
             return Ok(Value::Missing);
         }
         if let Value::Num(n) = key {
@@ -661,7 +677,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         ))
                     }
                 },
-                Value::Seq(s, len) => {
+                Value::Seq(s, len) | Value::Coll(s, len) => {
                     if i >= 0 && (i as u32) < len {
                         self.seqs[(s + i as u32) as usize]
                     } else {
@@ -778,6 +794,14 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 
     fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
+        let recv = if let Value::Num(_) | Value::Date(_) | Value::Bool(_) = recv {
+            // A number, date or boolean is sliced as its text.
+            self.scratch.clear();
+            self.scalar_to_scratch(recv, dbg)?;
+            self.scratch_to_arena()?
+        } else {
+            recv
+        };
         if let Some(s) = self.str_of(&recv) {
             let chars: Vec<char> = s.chars().collect();
             let n = self.slice_len(r, chars.len(), dbg)?;
@@ -1019,7 +1043,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     ));
                 }
             }
-            Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Seq(s, n) | Value::Coll(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
             Value::Empty => (LoopSrc::Pool(0), Some(0)),
             Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
             Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),
@@ -1135,6 +1159,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: None,
             site: None,
+            call_dbg: dbg,
         };
         self.depth += 1;
         let stack_before = self.stack.len();
@@ -1159,7 +1184,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let info = &self.p.macros[m as usize];
         let s = &self.p.sites[site as usize];
         let argc = s.arg_params.len();
-        let dbg = u32::MAX;
+        let dbg = s.dbg;
         if let Some(u) = &s.unknown_arg {
             return Err(fail(
                 dbg,
@@ -1193,6 +1218,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: Some(ctx),
             site: Some(site),
+            call_dbg: dbg,
         };
         self.depth += 1;
         let r = self.exec(info.pc as usize, &new);
@@ -1225,6 +1251,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: ctx_loop,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         if self.depth >= MAX_DEPTH {
             return Err(fail(u32::MAX, "Too deep recursion"));
@@ -1385,7 +1412,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::LocalDot(slot, name, dbg) => {
@@ -1396,15 +1423,35 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::InputDot(name, dbg) => {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
                     self.stack.push(v);
+                }
+                Instr::EmitLocalDot(slot, name, rdbg, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(rdbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
+                }
+                Instr::EmitInputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
                 }
                 Instr::Index(dbg) => {
                     let key = self.pop();
@@ -1433,27 +1480,16 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
-                Instr::RequireParam(s, i) => {
-                    if self.locals[ctx.base + s as usize].is_missing() {
-                        let name = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| {
-                                m.pc as usize <= pc && (pc - m.pc as usize) <= m.params.len() * 4
-                            })
-                            .map_or("?", |m| m.name.as_str());
-                        let pname = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| m.name == name)
-                            .and_then(|m| m.params.get(i as usize))
-                            .map_or("?", |s| s.as_str());
+                Instr::RequireParam(i, m) => {
+                    if self.locals[ctx.base + i as usize].is_missing() {
+                        let info = &p.macros[m as usize];
+                        let pname = info.params.get(i as usize).map_or("?", |s| s.as_str());
                         return Err(fail(
-                            u32::MAX,
+                            ctx.call_dbg,
                             format!(
-                                "When calling macro {name:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                "When calling {} {:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                if info.function { "function" } else { "macro" },
+                                info.name,
                                 i + 1
                             ),
                         ));
@@ -1674,6 +1710,10 @@ impl<'a, 'o> Vm<'a, 'o> {
                     }
                     self.out.truncate(m);
                     self.stack.push(Value::Arena(a, self.arena.len() as u32));
+                }
+                Instr::CaptureAbort => {
+                    let m = self.marks.pop().unwrap_or(self.out.len());
+                    self.out.truncate(m);
                 }
                 Instr::CompressEnd => {
                     let m = self.marks.pop().unwrap_or(self.out.len());
