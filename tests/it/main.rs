@@ -1,1 +1,5 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod support;
+
+mod kafka_smoke;
