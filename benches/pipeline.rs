@@ -6,13 +6,18 @@
 //! which runs each bench once. Names follow `stage/input/implementation`, so hookpipe's figures
 //! sit beside their references (serde_json for decode, minijinja for render).
 //!
+//! Time is wall-clock time by default (criterion's usual); with `HOOKPIPE_BENCH_CPU_TIME=1` it is
+//! the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), which stays meaningful on a machine
+//! shared with other work, where wall-clock samples include time spent descheduled.
+//!
 //! The template engine's benches (filter, render, templated path) run only once the engine is in
 //! (`hookpipe::template::Template::compile` works); until then they print why they are skipped.
 //! Request building mirrors `deliver::request::Prepared::build` (crate-private): the destination's
 //! header block is built once and cloned per request, then the per-delivery headers are added.
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method, Uri};
 use http_body_util::Full;
@@ -123,7 +128,7 @@ fn event_type_len(v: simd_json::tape::Value<'_, '_>) -> usize {
         .map_or(0, str::len)
 }
 
-fn decode(c: &mut Criterion) {
+fn decode<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("decode");
     for (name, event) in inputs() {
         g.throughput(Throughput::Bytes(event.len() as u64));
@@ -229,7 +234,7 @@ impl Prepared {
     }
 }
 
-fn request(c: &mut Criterion) {
+fn request<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("request");
     let prepared = Prepared::new();
     let body = Bytes::from_static(SEED_EVENT.as_bytes());
@@ -287,7 +292,7 @@ fn engine() -> Result<Engine, String> {
     })
 }
 
-fn render(c: &mut Criterion) {
+fn render<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("render");
     let env = {
         let mut env = minijinja::Environment::new();
@@ -362,7 +367,7 @@ fn render(c: &mut Criterion) {
 /// The whole in-process path for one message and one destination: copy + decode, route
 /// (event type, and the FTL filter when the engine is in), payload (as-is, or the seed template),
 /// delivery id, request ready to write.
-fn path(c: &mut Criterion, engine: Option<&Engine>) {
+fn path<M: Measurement>(c: &mut Criterion<M>, engine: Option<&Engine>) {
     let mut g = c.benchmark_group("path");
     let prepared = Prepared::new();
     let wanted: [&str; 3] = ["click event", "purchase", "signup"];
@@ -425,5 +430,97 @@ fn path(c: &mut Criterion, engine: Option<&Engine>) {
     g.finish();
 }
 
-criterion_group!(benches, decode, request, render);
-criterion_main!(benches);
+/// CPU time of the calling thread.
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid, exclusive pointer; the clock id
+    // is a constant the kernel supports on every Linux since 2.6.12.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Formats CPU nanoseconds like criterion formats wall-clock durations.
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if ns < 1e3 {
+            (1.0, "ns cpu")
+        } else if ns < 1e6 {
+            (1e-3, "µs cpu")
+        } else {
+            (1e-6, "ms cpu")
+        };
+        for v in values {
+            *v *= factor;
+        }
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        ns: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per, unit) = match *throughput {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => (b as f64 / 1e6, "MB/cpu-s"),
+            Throughput::Elements(e) => (e as f64 / 1e6, "M elem/cpu-s"),
+        };
+        let _ = ns;
+        for v in values {
+            *v = per * 1e9 / *v;
+        }
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn all<M: Measurement>(mut c: Criterion<M>) {
+    decode(&mut c);
+    request(&mut c);
+    render(&mut c);
+    c.final_summary();
+}
+
+fn main() {
+    if std::env::var_os("HOOKPIPE_BENCH_CPU_TIME").is_some_and(|v| v != "0") {
+        all(Criterion::default()
+            .with_measurement(CpuTime)
+            .configure_from_args());
+    } else {
+        all(Criterion::default().configure_from_args());
+    }
+}

@@ -178,6 +178,28 @@ impl std::fmt::Display for RunError {
     }
 }
 
+/// The 1-minute load average, to tell how busy the machine was around a measurement.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `nproc` and the CPU model, for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs, {model}")
+}
+
 fn fill(template: &str, vars: &[(&str, String)]) -> String {
     let mut s = template.to_string();
     for (k, v) in vars {
@@ -337,6 +359,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let work = std::env::temp_dir().join(format!("hookpipe-perf-{run_id}"));
     std::fs::create_dir_all(&work).map_err(|e| RunError(format!("{}: {e}", work.display())))?;
     let ticks = procstat::clock_ticks();
+    let load_at_start = loadavg();
 
     let faults = Faults {
         fail_500: sc.sink.fail_500,
@@ -562,7 +585,14 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let summary = json!({
         "scenario": name,
         "description": sc.description,
-        "date": crate::sink::now_ms(),
+        "date_utc": {
+            let mut d = String::new();
+            crate::gen::format_time(crate::sink::now_ms(), &mut d);
+            d
+        },
+        "machine": machine(),
+        "loadavg_start": load_at_start,
+        "loadavg_end": loadavg(),
         "pipeline": commands,
         "processes": args.processes,
         "events": events,
@@ -620,7 +650,14 @@ fn print_summary(s: &serde_json::Value) {
         "== hookpipe-perf summary: scenario {} ==",
         s["scenario"].as_str().unwrap_or("")
     );
+    println!("date (UTC)      {}", s["date_utc"].as_str().unwrap_or(""));
     println!("pipeline        {}", s["pipeline"]);
+    println!(
+        "machine         {}; load average {} at start, {} at end",
+        s["machine"].as_str().unwrap_or(""),
+        s["loadavg_start"].as_str().unwrap_or(""),
+        s["loadavg_end"].as_str().unwrap_or("")
+    );
     println!(
         "backlog         {} events, {} partitions, produced at {:.0} events/s (mean {:.0} B/event)",
         s["events"],
