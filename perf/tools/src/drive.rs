@@ -582,14 +582,12 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     }
 
     let rss = pipeline.stats.peak_rss_mib();
+    let mut date_utc = String::new();
+    crate::gen::format_time(crate::sink::now_ms(), &mut date_utc);
     let summary = json!({
         "scenario": name,
         "description": sc.description,
-        "date_utc": {
-            let mut d = String::new();
-            crate::gen::format_time(crate::sink::now_ms(), &mut d);
-            d
-        },
+        "date_utc": date_utc,
         "machine": machine(),
         "loadavg_start": load_at_start,
         "loadavg_end": loadavg(),
