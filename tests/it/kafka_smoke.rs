@@ -102,3 +102,141 @@ async fn creating_an_existing_topic_again_is_accepted() {
     kafka::create_topic(&topic, 2).await;
     assert_eq!(kafka::partition_count(&topic).await, 2);
 }
+
+/// A broker restart (what the fault tests use) keeps the data, and the same clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_broker_restart_keeps_data_and_clients_reconnect() {
+    let private = tokio::task::spawn_blocking(kafka::PrivateBroker::start_on_free_port)
+        .await
+        .expect("start private broker");
+    let b = private.broker();
+    let topic = b.unique_topic("restart", 2).await;
+    let before = (0..50).map(|i| Outgoing::new(format!("before-{i}")).partition(i % 2));
+    b.produce_many(&topic, before).await;
+
+    let handle = tokio::task::spawn_blocking(move || {
+        private.restart();
+        private
+    });
+    let private = handle.await.expect("restart");
+    let b = private.broker();
+
+    let after = (0..50).map(|i| Outgoing::new(format!("after-{i}")).partition(i % 2));
+    let delivered = b.produce_many(&topic, after).await;
+    assert!(
+        delivered.iter().all(|d| d.offset >= 25),
+        "offsets restarted: {delivered:?}"
+    );
+    let records = b.read_all(&topic, 100, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), 100);
+    let payloads: HashSet<String> = records.iter().map(|r| r.payload_str()).collect();
+    assert!(payloads.contains("before-0") && payloads.contains("after-49"));
+    // The shared broker is untouched by all this.
+    assert_ne!(kafka::broker().bootstrap(), b.bootstrap());
+    tokio::task::spawn_blocking(move || drop(private))
+        .await
+        .expect("stop private broker");
+}
+
+/// Runs `scripts/kafka --port P ARGS` against the shared broker, feeding `stdin`; returns
+/// (success, stdout, stderr).
+fn script(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let bootstrap = kafka::broker().bootstrap();
+    let port = bootstrap
+        .strip_prefix("127.0.0.1:")
+        .unwrap_or_else(|| panic!("the script tests need a broker on 127.0.0.1, not {bootstrap}"));
+    let mut child = std::process::Command::new("bash")
+        .arg(kafka::kafka_script())
+        .args(["--port", port])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/kafka");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("scripts/kafka output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the demo relies on: `status`, `topics create`, and `produce` with keys from stdin lines.
+#[tokio::test]
+async fn script_status_topics_and_keyed_produce() {
+    let bootstrap = kafka::broker().bootstrap().to_owned();
+    let (ok, stdout, _) = tokio::task::spawn_blocking(|| script(&["status"], ""))
+        .await
+        .expect("status");
+    assert!(ok, "status should succeed on a running broker");
+    assert_eq!(stdout.trim(), bootstrap);
+
+    let topic = kafka::unique_name("script");
+    let t = topic.clone();
+    let (ok, _, stderr) =
+        tokio::task::spawn_blocking(move || script(&["topics", "create", &t, "2"], ""))
+            .await
+            .expect("create");
+    assert!(ok, "topics create failed: {stderr}");
+    kafka::wait_for_topic(&topic, 2).await;
+
+    let t = topic.clone();
+    let lines = "user-1\t{\"event_type\":\"a\"}\nuser-2\t{\"event_type\":\"b\"}\n\tno key\n";
+    let (ok, _, stderr) = tokio::task::spawn_blocking(move || {
+        script(&["produce", &t, "--key-separator", "\t"], lines)
+    })
+    .await
+    .expect("produce");
+    assert!(ok, "produce failed: {stderr}");
+    let records = kafka::read_all(&topic, 3, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 3);
+    let mut got: Vec<(Vec<u8>, String)> = records
+        .iter()
+        .map(|r| (r.key.clone().unwrap_or_default(), r.payload_str()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (Vec::new(), "no key".to_owned()),
+            (b"user-1".to_vec(), r#"{"event_type":"a"}"#.to_owned()),
+            (b"user-2".to_vec(), r#"{"event_type":"b"}"#.to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn script_rejects_bad_arguments_with_a_message() {
+    kafka::broker();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["topics", "create", "x"], "usage"),
+        (
+            vec!["topics", "create", "x", "0"],
+            "PARTITIONS must be a positive integer",
+        ),
+        (vec!["frobnicate"], "unknown command"),
+        (vec!["produce"], "usage"),
+    ];
+    for (args, expected) in cases {
+        let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (ok, _, stderr) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            script(&refs, "")
+        })
+        .await
+        .expect("script");
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+}

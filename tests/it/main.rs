@@ -2,4 +2,10 @@
 
 mod support;
 
+mod cohort;
+mod conformance;
+mod deliver;
+mod k8s;
 mod kafka_smoke;
+mod pipeline;
+mod retry;

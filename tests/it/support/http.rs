@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request body the receiver reads; larger ones are answered 413.
+/// Largest request body a receiver reads unless [`Receiver::with_max_body`] says otherwise;
+/// larger ones are answered 413.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// How the receiver answers one request.
@@ -49,7 +50,7 @@ pub enum Reply {
     },
     /// Wait this long (on tokio's clock, so paused-time tests work), then answer with the inner reply.
     Stall(Duration, Box<Reply>),
-    /// Close the connection without answering.
+    /// Answer nothing: an HTTP/1.1 connection is closed, an HTTP/2 stream is reset.
     Close,
 }
 
@@ -185,11 +186,13 @@ impl Recorded {
 }
 
 struct Inner {
+    max_body: usize,
     requests: Mutex<Vec<Recorded>>,
     script: Mutex<Script>,
     next_index: AtomicUsize,
     connections: AtomicUsize,
-    count: watch::Sender<usize>,
+    /// (requests recorded, of which chosen to end in a 2xx), published on every record.
+    counts: watch::Sender<(usize, usize)>,
 }
 
 /// The receiver: a server on 127.0.0.1 with an OS-chosen port, stopped on drop.
@@ -234,6 +237,12 @@ impl Receiver {
 
     /// A receiver that answers as `script` says.
     pub async fn with_script(script: Script) -> Receiver {
+        Receiver::with_max_body(script, MAX_BODY).await
+    }
+
+    /// A receiver that answers as `script` says and reads at most `max_body` bytes of a body
+    /// (a larger body is recorded empty with `body_error` set and answered 413).
+    pub async fn with_max_body(script: Script, max_body: usize) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap_or_else(|e| panic!("binding the HTTP receiver on 127.0.0.1: {e}"));
@@ -241,11 +250,12 @@ impl Receiver {
             .local_addr()
             .unwrap_or_else(|e| panic!("HTTP receiver address: {e}"));
         let inner = Arc::new(Inner {
+            max_body,
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(script),
             next_index: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
-            count: watch::Sender::new(0),
+            counts: watch::Sender::new((0, 0)),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, inner.clone(), stop.clone()));
@@ -280,7 +290,7 @@ impl Receiver {
 
     /// How many requests have been recorded.
     pub fn count(&self) -> usize {
-        *self.inner.count.borrow()
+        self.inner.counts.borrow().0
     }
 
     /// How many TCP connections have been accepted (keep-alive reuse shows as few connections).
@@ -291,35 +301,27 @@ impl Receiver {
     /// Waits until at least `count` requests are recorded or `timeout` passes, then returns all
     /// recorded requests (fewer than `count` means the timeout passed: assert on the length).
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Recorded> {
-        let mut rx = self.inner.count.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= count)).await;
+        let mut rx = self.inner.counts.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(n, _)| *n >= count)).await;
         self.requests()
     }
 
-    /// Waits until at least `count` requests were answered with a 2xx, or `timeout` passes;
-    /// returns those successful requests.
+    /// How many requests the script chose to answer with a 2xx (counted when the reply is
+    /// chosen: a stalled 2xx the client gave up on still counts).
+    pub fn successes(&self) -> usize {
+        self.inner.counts.borrow().1
+    }
+
+    /// Waits until at least `count` requests got a 2xx reply (see [`Receiver::successes`]) or
+    /// `timeout` passes; returns those successful requests, in arrival order.
     pub async fn wait_for_successes(&self, count: usize, timeout: Duration) -> Vec<Recorded> {
-        let mut rx = self.inner.count.subscribe();
-        let successes = |inner: &Inner| -> Vec<Recorded> {
-            lock(&inner.requests)
-                .iter()
-                .filter(|r| r.succeeded())
-                .cloned()
-                .collect()
-        };
-        let inner = self.inner.clone();
-        let _ = tokio::time::timeout(timeout, async {
-            loop {
-                if successes(&inner).len() >= count {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        successes(&self.inner)
+        let mut rx = self.inner.counts.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(_, ok)| *ok >= count)).await;
+        lock(&self.inner.requests)
+            .iter()
+            .filter(|r| r.succeeded())
+            .cloned()
+            .collect()
     }
 }
 
@@ -364,7 +366,7 @@ async fn handle(
     req: http::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, CloseConnection> {
     let (parts, body) = req.into_parts();
-    let (body, body_error) = match Limited::new(body, MAX_BODY).collect().await {
+    let (body, body_error) = match Limited::new(body, inner.max_body).collect().await {
         Ok(collected) => (collected.to_bytes(), None),
         Err(e) => (Bytes::new(), Some(e.to_string())),
     };
@@ -389,11 +391,14 @@ async fn handle(
         recorded.reply = (script.0)(&recorded);
     }
     let reply = recorded.reply.clone();
+    let succeeded = recorded.succeeded();
     {
         let mut requests = lock(&inner.requests);
         requests.push(recorded);
         let n = requests.len();
-        inner.count.send_replace(n);
+        inner
+            .counts
+            .send_modify(|(total, ok)| (*total, *ok) = (n, *ok + usize::from(succeeded)));
     }
     answer(reply).await
 }
@@ -523,6 +528,7 @@ mod tests {
             rx.wait_for_successes(1, Duration::from_secs(5)).await.len(),
             1
         );
+        assert_eq!((rx.count(), rx.successes()), (3, 1));
     }
 
     #[tokio::test]
@@ -628,6 +634,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn oversized_body_is_recorded_with_its_error_and_answered_413() {
+        let rx = Receiver::with_max_body(Script::always(Reply::ok()), 16).await;
+        let c = client();
+        let (status, _) = post(&c, &rx.url(), &"x".repeat(100)).await.expect("answer");
+        assert_eq!(status, 413);
+        let (status, _) = post(&c, &rx.url(), "small").await.expect("answer");
+        assert_eq!(status, 200);
+        let got = rx.requests();
+        assert_eq!(got.len(), 2);
+        assert!(
+            got[0].body.is_empty() && got[0].body_error.is_some(),
+            "{:?}",
+            got[0]
+        );
+        assert_eq!(got[1].body_str(), "small");
+        assert_eq!(got[1].body_error, None);
+    }
+
+    #[tokio::test]
     async fn http2_prior_knowledge_and_wait_for_bound() {
         let rx = Receiver::start().await;
         let c: TestClient = Client::builder(TokioExecutor::new())
@@ -640,6 +665,14 @@ mod tests {
             got.len(),
             1,
             "wait_for returns what arrived when the bound passes"
+        );
+
+        // Close on HTTP/2 resets the stream: the client gets an error, not an answer.
+        rx.set_script(Script::always(Reply::Close));
+        let closed = post(&c, &rx.url(), "{}").await;
+        assert!(
+            closed.is_err(),
+            "a reset stream must not look like an answer: {closed:?}"
         );
     }
 }
