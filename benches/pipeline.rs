@@ -1,6 +1,7 @@
 //! Per-stage benchmarks of the in-process path, from Kafka message bytes to an HTTP request ready
-//! to write (issue 6): decode, route/filter, render, request building, and the whole path, on a
-//! seed-sized event (~400 bytes) and larger ones to show how the cost grows with event size.
+//! to write (issue 6): decode, filter, render, request building, and the whole path (as a
+//! pipeline worker runs it), on a seed-sized event (~400 bytes) and larger ones to show how the
+//! cost grows with event size.
 //!
 //! Every bench checks its result so it cannot measure a no-op. CI runs `cargo bench -- --test`,
 //! which runs each bench once. Names follow `stage/input/implementation`, so hookpipe's figures
@@ -10,19 +11,26 @@
 //! the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), which stays meaningful on a machine
 //! shared with other work, where wall-clock samples include time spent descheduled.
 //!
-//! The template engine's benches (filter, render, templated path) run only once the engine is in
-//! (`hookpipe::template::Template::compile` works); until then they print why they are skipped.
-//! Request building mirrors `deliver::request::Prepared::build` (crate-private): the destination's
+//! Templates, filters, routing and delivery ids are hookpipe's own (`config::load_str`,
+//! `route::plan`, `pipeline::id::delivery_id`), so these benches measure the shipped code. Request
+//! building mirrors `deliver::request::Prepared::build`, which is crate-private: the destination's
 //! header block is built once and cloned per request, then the per-delivery headers are added.
 
 use bytes::{Bytes, BytesMut};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput};
+use hookpipe::config::{Config, Destination};
+use hookpipe::deliver::{Kind, Request};
+use hookpipe::pipeline::id::delivery_id;
+use hookpipe::route::{self, Route, TopicKind};
+use hookpipe::telemetry::{DestinationMetrics, Telemetry};
+use hookpipe::template::RenderState;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method, Uri};
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
+use hyper::body::Body as _;
 use std::hint::black_box;
+use std::path::Path;
 
 /// The seed event: Amplitude's webhook docs' example event in the export format (~400 bytes).
 const SEED_EVENT: &str = r#"{"insert_id":"5f0adeff-6668-4427-8d02-57d803a2b841","event_type":"click event","user_id":"some user id","device_id":"C8F9E604-F01A-4BD9-95C6-8E5357DF265D","event_time":"2022-10-24 20:07:32.123","event_properties":{"plan":"pro","button":"signup"},"user_properties":{"email":"some@email.com","plan":"pro"},"groups":{"company":"acme"},"country":"United States","platform":"iOS","app":187520,"uuid":"e3f2a1b4-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}"#;
@@ -156,67 +164,43 @@ fn decode<M: Measurement>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-/// The stable delivery id: a UUID-formatted SHA-256 prefix of where the message came from and
-/// where it goes (pipeline brief: source topic, partition, offset, destination, payload kind).
-fn delivery_id(topic: &str, partition: i32, offset: i64, destination: &str, kind: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(topic.as_bytes());
-    h.update([0]);
-    h.update(partition.to_be_bytes());
-    h.update(offset.to_be_bytes());
-    h.update(destination.as_bytes());
-    h.update([0]);
-    h.update(kind.as_bytes());
-    let d = h.finalize();
-    let mut s = String::with_capacity(36);
-    for (i, b) in d[..16].iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(char::from_digit(u32::from(b >> 4), 16).expect("hex"));
-        s.push(char::from_digit(u32::from(b & 15), 16).expect("hex"));
-    }
-    s
-}
-
-/// A destination's unchanging request parts, built once (as deliver's `Prepared`).
+/// A destination's unchanging request parts, built once (as deliver's crate-private `Prepared`).
 struct Prepared {
     uri: Uri,
     base: HeaderMap,
 }
 
 impl Prepared {
-    fn new() -> Prepared {
+    fn new(d: &Destination) -> Prepared {
         let mut base = HeaderMap::with_capacity(16);
         base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         base.insert(
             USER_AGENT,
             HeaderValue::from_static("Amplitude/Webhook/1.0"),
         );
-        for (k, v) in [
-            ("authorization", "Bearer 0123456789abcdef0123456789abcdef"),
-            ("x-team", "growth"),
-            ("x-source", "amplitude"),
-        ] {
-            let mut v = HeaderValue::from_static(v);
+        for (k, v) in &d.headers {
+            let mut v = HeaderValue::from_str(v.expose()).expect("header value");
             v.set_sensitive(true);
-            base.append(HeaderName::from_static(k), v);
+            base.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                v,
+            );
         }
         Prepared {
-            uri: "http://127.0.0.1:8080/webhook".parse().expect("uri"),
+            uri: d.url.parse().expect("uri"),
             base,
         }
     }
 
-    fn build(&self, id: &str, kind: &'static str, body: Bytes) -> http::Request<Full<Bytes>> {
+    fn build(&self, request: &Request) -> http::Request<Full<Bytes>> {
         let mut headers = self.base.clone();
         headers.insert(
             HeaderName::from_static("x-hookpipe-type"),
-            HeaderValue::from_static(kind),
+            HeaderValue::from_static(request.kind.as_str()),
         );
         headers.insert(
             HeaderName::from_static("x-hookpipe-delivery-id"),
-            HeaderValue::from_str(id).expect("id is a header value"),
+            HeaderValue::from_str(&request.id).expect("id is a header value"),
         );
         headers.insert(
             HeaderName::from_static("x-hookpipe-attempt"),
@@ -226,7 +210,7 @@ impl Prepared {
             HeaderName::from_static("x-hookpipe-try"),
             HeaderValue::from(1u32),
         );
-        let mut req = http::Request::new(Full::new(body));
+        let mut req = http::Request::new(Full::new(request.body.clone()));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = headers;
@@ -234,62 +218,95 @@ impl Prepared {
     }
 }
 
+/// A validated config with these `[[destinations]]` (templates and filters compiled by the
+/// engine, exactly as `hookpipe run` loads them).
+fn config(destinations: &str) -> Config {
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\ngroup_id = \"bench\"\n\
+         [topics]\nevents = [\"amplitude-events\"]\ndead_letter = \"dlq\"\n{destinations}"
+    );
+    hookpipe::config::load_str(&text, Path::new("."), &|_| Some("secret-token".into()))
+        .unwrap_or_else(|e| panic!("bench config: {e}"))
+}
+
+/// One destination with two custom headers; `events` adds lines to its `[destinations.events]`.
+fn one_destination(events: &str) -> String {
+    format!(
+        "[[destinations]]\nname = \"all\"\nurl = \"http://127.0.0.1:8080/all\"\n\
+         headers = [{{ name = \"Authorization\", value_env = \"TOKEN\" }}, {{ name = \"X-Team\", value = \"growth\" }}]\n\
+         [destinations.events]\nenabled = true\n{events}\n"
+    )
+}
+
+fn seed_template_line() -> String {
+    format!("template_inline = '''{SEED_TEMPLATE}'''")
+}
+
+/// The fan-out scenario's destinations (perf/scenarios/fanout-5), with "click event" added to the
+/// commerce types so the seed event goes to three of the five.
+const FANOUT: &str = r#"
+[[destinations]]
+name = "all"
+url = "http://127.0.0.1:8080/all"
+[destinations.events]
+enabled = true
+
+[[destinations]]
+name = "commerce"
+url = "http://127.0.0.1:8080/commerce"
+[destinations.events]
+enabled = true
+event_types = ["add_to_cart", "checkout_started", "purchase", "click event"]
+
+[[destinations]]
+name = "pro"
+url = "http://127.0.0.1:8080/pro"
+[destinations.events]
+enabled = true
+filter = 'input.event_properties.plan == "pro"'
+
+[[destinations]]
+name = "enterprise-sessions"
+url = "http://127.0.0.1:8080/enterprise-sessions"
+[destinations.events]
+enabled = true
+event_types = ["session_start", "session_end"]
+filter = 'input.event_properties.plan == "enterprise"'
+
+[[destinations]]
+name = "experiments"
+url = "http://127.0.0.1:8080/experiments"
+[destinations.events]
+enabled = true
+event_types = ["$exposure"]
+"#;
+
 fn request<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("request");
-    let prepared = Prepared::new();
-    let body = Bytes::from_static(SEED_EVENT.as_bytes());
+    let cfg = config(&one_destination(""));
+    let prepared = Prepared::new(&cfg.destinations[0]);
     let mut offset = 0i64;
-    g.bench_function("delivery_id/sha256_uuid", |b| {
+    g.bench_function("delivery_id/hookpipe", |b| {
         b.iter(|| {
             offset += 1;
-            let id = delivery_id(
-                "amplitude-events",
-                3,
-                black_box(offset),
-                "braze",
-                "events.track",
-            );
+            let id = delivery_id("amplitude-events", 3, black_box(offset), "braze", "event");
             assert_eq!(id.len(), 36);
             id
         })
     });
-    let id = delivery_id("amplitude-events", 3, 42, "braze", "events.track");
+    let request = Request {
+        id: delivery_id("amplitude-events", 3, 42, "braze", "event"),
+        kind: Kind::Track,
+        body: Bytes::from_static(SEED_EVENT.as_bytes()),
+    };
     g.bench_function("build/seed_400B", |b| {
         b.iter(|| {
-            let r = prepared.build(black_box(&id), "events.track", body.clone());
-            assert_eq!(r.headers().len(), 9);
+            let r = prepared.build(black_box(&request));
+            assert_eq!(r.headers().len(), 8);
             r
         })
     });
     g.finish();
-}
-
-/// The engine, if it is in: compiled seed template and filter, or why not.
-struct Engine {
-    template: hookpipe::template::Template,
-    filter: hookpipe::template::Condition,
-}
-
-fn engine() -> Result<Engine, String> {
-    use hookpipe::template::{Condition, Options, Template};
-    // The contract's placeholder panics with `unimplemented!` until the engine lands.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(|| {
-        let options = Options {
-            json_mode: true,
-            ..Options::default()
-        };
-        let template = Template::compile("event.ftl", SEED_TEMPLATE, &options)
-            .map_err(|e| format!("seed template: {e}"))?;
-        let filter =
-            Condition::compile("filter", FILTER, &options).map_err(|e| format!("filter: {e}"))?;
-        Ok(Engine { template, filter })
-    });
-    std::panic::set_hook(hook);
-    r.unwrap_or_else(|_| {
-        Err("the template engine is not merged yet (Template::compile panics)".into())
-    })
 }
 
 fn render<M: Measurement>(c: &mut Criterion<M>) {
@@ -300,7 +317,28 @@ fn render<M: Measurement>(c: &mut Criterion<M>) {
             .expect("jinja template");
         env
     };
+    let cfg = config(&one_destination(&seed_template_line()));
+    let template = cfg.destinations[0]
+        .events
+        .as_ref()
+        .and_then(|e| e.template.as_ref())
+        .expect("compiled seed template");
+    let mut state = RenderState::default();
+    let mut out = BytesMut::with_capacity(1024);
     for (name, event) in inputs() {
+        let mut bytes = event.as_bytes().to_vec();
+        let tape = simd_json::to_tape(&mut bytes).expect("valid");
+        g.bench_function(BenchmarkId::new(name, "hookpipe"), |b| {
+            // Decoded once outside the loop: this measures rendering alone.
+            b.iter(|| {
+                out.clear();
+                template
+                    .render(&mut state, black_box(tape.as_value()), &mut out)
+                    .expect("render");
+                assert!(out.windows(12).any(|w| w == b"some user id"));
+                out.len()
+            })
+        });
         let value: serde_json::Value = serde_json::from_str(&event).expect("event");
         let ctx = minijinja::context! { input => value };
         let tmpl = env.get_template("event").expect("template");
@@ -312,117 +350,145 @@ fn render<M: Measurement>(c: &mut Criterion<M>) {
             })
         });
     }
-    match engine() {
-        Err(why) => eprintln!("render/*/hookpipe, filter/*, path/*/seed_template: skipped: {why}"),
-        Ok(engine) => {
-            let mut state = hookpipe::template::RenderState::default();
-            let mut dec = Decoder::new();
-            let mut out = BytesMut::with_capacity(1024);
-            for (name, event) in inputs() {
-                g.bench_with_input(BenchmarkId::new(name, "hookpipe"), &event, |b, e| {
-                    // Decode once outside the loop: this measures rendering alone.
-                    let mut bytes = e.as_bytes().to_vec();
-                    let tape = simd_json::to_tape(&mut bytes).expect("valid");
-                    b.iter(|| {
-                        out.clear();
-                        engine
-                            .template
-                            .render(&mut state, tape.as_value(), &mut out)
-                            .expect("render");
-                        assert!(out.windows(12).any(|w| w == b"some user id"));
-                        out.len()
-                    })
-                });
-                let mut fg_state = hookpipe::template::RenderState::default();
-                let tape_ok = dec.with(event.as_bytes(), |v| {
-                    engine.filter.eval(&mut fg_state, v).expect("filter")
-                });
-                assert_eq!(tape_ok, Some(true), "the seed event is on the pro plan");
-            }
-            g.finish();
-            let mut g = c.benchmark_group("filter");
-            for (name, event) in inputs() {
-                let mut bytes = event.as_bytes().to_vec();
-                let tape = simd_json::to_tape(&mut bytes).expect("valid");
-                g.bench_function(BenchmarkId::new(name, "hookpipe"), |b| {
-                    b.iter(|| {
-                        let yes = engine
-                            .filter
-                            .eval(&mut state, black_box(tape.as_value()))
-                            .expect("filter");
-                        assert!(yes);
-                        yes
-                    })
-                });
-            }
-            g.finish();
-            path(c, Some(&engine));
-            return;
-        }
-    }
     g.finish();
-    path(c, None);
-}
 
-/// The whole in-process path for one message and one destination: copy + decode, route
-/// (event type, and the FTL filter when the engine is in), payload (as-is, or the seed template),
-/// delivery id, request ready to write.
-fn path<M: Measurement>(c: &mut Criterion<M>, engine: Option<&Engine>) {
-    let mut g = c.benchmark_group("path");
-    let prepared = Prepared::new();
-    let wanted: [&str; 3] = ["click event", "purchase", "signup"];
+    let mut g = c.benchmark_group("filter");
+    let cfg = config(&one_destination(&format!("filter = '{FILTER}'")));
+    let filter = cfg.destinations[0]
+        .events
+        .as_ref()
+        .and_then(|e| e.filter.as_ref())
+        .expect("compiled filter");
     for (name, event) in inputs() {
-        g.throughput(Throughput::Elements(1));
-        let message = Bytes::from(event.clone());
-        let mut dec = Decoder::new();
-        let mut offset = 0i64;
-        g.bench_with_input(BenchmarkId::new(name, "asis"), &message, |b, m| {
+        let mut bytes = event.as_bytes().to_vec();
+        let tape = simd_json::to_tape(&mut bytes).expect("valid");
+        g.bench_function(BenchmarkId::new(name, "hookpipe"), |b| {
             b.iter(|| {
-                offset += 1;
-                let routed = dec
-                    .with(black_box(m), |v| {
-                        use simd_json::prelude::*;
-                        let t = v
-                            .get("event_type")
-                            .and_then(|t| t.into_string())
-                            .unwrap_or("");
-                        wanted.contains(&t)
-                    })
-                    .expect("valid");
-                assert!(routed);
-                let id = delivery_id("amplitude-events", 3, offset, "all", "events.track");
-                prepared.build(&id, "events.track", m.clone())
+                let yes = filter
+                    .eval(&mut state, black_box(tape.as_value()))
+                    .expect("filter");
+                assert!(yes, "the seed event is on the pro plan");
+                yes
             })
         });
-        if let Some(engine) = engine {
-            let mut state = hookpipe::template::RenderState::default();
-            let mut out = BytesMut::with_capacity(1024);
-            g.bench_with_input(BenchmarkId::new(name, "seed_template"), &message, |b, m| {
+    }
+    g.finish();
+}
+
+/// What the in-process path needs per worker, reused across messages.
+struct PathState {
+    cfg: Config,
+    metrics: Vec<DestinationMetrics>,
+    prepared: Vec<Prepared>,
+    decoder: Decoder,
+    state: RenderState,
+    routes: Vec<Route>,
+    out: BytesMut,
+}
+
+impl PathState {
+    fn new(destinations: &str) -> PathState {
+        let cfg = config(destinations);
+        let telemetry = Telemetry::new();
+        let metrics = cfg
+            .destinations
+            .iter()
+            .map(|d| telemetry.destination(&d.name))
+            .collect();
+        let prepared = cfg.destinations.iter().map(|d| Prepared::new(d)).collect();
+        PathState {
+            cfg,
+            metrics,
+            prepared,
+            decoder: Decoder::new(),
+            state: RenderState::default(),
+            routes: Vec::new(),
+            out: BytesMut::with_capacity(4096),
+        }
+    }
+
+    /// One message at `offset`, as a worker handles it: copy + decode into the reused tape,
+    /// route (event types, FTL filters), payload (as-is or rendered), delivery id, request ready
+    /// to write.
+    fn handle(&mut self, message: &Bytes, offset: i64) -> Vec<http::Request<Full<Bytes>>> {
+        let PathState {
+            cfg,
+            metrics,
+            prepared,
+            decoder,
+            state,
+            routes,
+            out,
+        } = self;
+        let dests = &cfg.destinations;
+        let bodies: Vec<(Route, Bytes)> = decoder
+            .with(message, |v| {
+                route::plan(TopicKind::Events, v, dests, metrics, state, routes).expect("routable");
+                routes
+                    .iter()
+                    .map(|r| {
+                        let tpl = dests[r.destination]
+                            .events
+                            .as_ref()
+                            .and_then(|e| e.template.as_ref());
+                        let body = match tpl {
+                            None => message.clone(),
+                            Some(t) => {
+                                out.clear();
+                                t.render(state, v, out).expect("render");
+                                out.split().freeze()
+                            }
+                        };
+                        (*r, body)
+                    })
+                    .collect()
+            })
+            .expect("valid JSON");
+        bodies
+            .into_iter()
+            .map(|(r, body)| {
+                let d = &dests[r.destination];
+                let request = Request {
+                    id: delivery_id("amplitude-events", 3, offset, &d.name, r.payload.as_str()),
+                    kind: r.kind,
+                    body,
+                };
+                prepared[r.destination].build(&request)
+            })
+            .collect()
+    }
+}
+
+/// The whole in-process path for one message: as-is to one destination, the seed template to
+/// one destination, and the fan-out config (as-is to the destinations whose filters pass).
+fn path<M: Measurement>(c: &mut Criterion<M>) {
+    let mut g = c.benchmark_group("path");
+    g.throughput(Throughput::Elements(1));
+    let mut cases = [
+        ("asis", PathState::new(&one_destination("")), 1),
+        (
+            "seed_template",
+            PathState::new(&one_destination(&seed_template_line())),
+            1,
+        ),
+        ("fanout_5", PathState::new(FANOUT), 3),
+    ];
+    for (name, event) in inputs() {
+        let message = Bytes::from(event);
+        for (case, st, routes) in cases.iter_mut() {
+            let mut offset = 0i64;
+            let routes = *routes;
+            g.bench_with_input(BenchmarkId::new(name, *case), &message, |b, m| {
                 b.iter(|| {
                     offset += 1;
-                    let rendered = dec
-                        .with(black_box(m), |v| {
-                            use simd_json::prelude::*;
-                            let t = v
-                                .get("event_type")
-                                .and_then(|t| t.into_string())
-                                .unwrap_or("");
-                            if !wanted.contains(&t)
-                                || !engine.filter.eval(&mut state, v).expect("filter")
-                            {
-                                return false;
-                            }
-                            out.clear();
-                            engine
-                                .template
-                                .render(&mut state, v, &mut out)
-                                .expect("render");
-                            true
-                        })
-                        .expect("valid");
-                    assert!(rendered && !out.is_empty());
-                    let id = delivery_id("amplitude-events", 3, offset, "all", "events.track");
-                    prepared.build(&id, "events.track", out.split().freeze())
+                    let reqs = st.handle(black_box(m), offset);
+                    assert_eq!(reqs.len(), routes);
+                    assert!(reqs.iter().all(|r| r
+                        .body()
+                        .size_hint()
+                        .exact()
+                        .is_some_and(|n| n > 0)));
+                    reqs
                 })
             });
         }
@@ -512,6 +578,7 @@ fn all<M: Measurement>(mut c: Criterion<M>) {
     decode(&mut c);
     request(&mut c);
     render(&mut c);
+    path(&mut c);
     c.final_summary();
 }
 

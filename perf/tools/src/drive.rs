@@ -614,7 +614,8 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         },
         "peak_rss_mib": rss,
         "latency": latency,
-        "lost": s["missing"],
+        "missing_at_sink": s["missing"],
+        "lost": s["missing"].as_u64().unwrap_or(0).saturating_sub(dead_lettered.unwrap_or(0)),
         "duplicates": s["duplicates"],
         "dead_lettered": dead_lettered,
         "first_missing_seqs": first_missing,
@@ -698,9 +699,11 @@ fn print_summary(s: &serde_json::Value) {
             f(&l["cpu_s_per_million_deliveries"])
         );
     }
-    println!("lost            {}", s["lost"]);
+    println!(
+        "lost            {} ({} missing at the sink, {} of them dead-lettered)",
+        s["lost"], s["missing_at_sink"], s["dead_lettered"]
+    );
     println!("duplicates      {}", s["duplicates"]);
-    println!("dead-lettered   {}", s["dead_lettered"]);
     println!(
         "sink faults     500s {}, 429s {}, stalls {}",
         s["sink"]["answered_500"], s["sink"]["answered_429"], s["sink"]["stalled"]
