@@ -225,9 +225,67 @@ fn locate(scenario: &str) -> Result<PathBuf, RunError> {
 struct Pipeline {
     children: Vec<Child>,
     stats: TreeStats,
+    /// Each process's `{metrics_port}`: scraped once a second when it serves Prometheus text.
+    metrics_ports: Vec<u16>,
+    last_scrape: Instant,
+    /// Largest value seen per gauge (summed over processes) among [`WATCHED_GAUGES`].
+    gauges_max: HashMap<&'static str, f64>,
+    /// The last scrape of each process.
+    scrapes: Vec<String>,
+}
+
+/// hookpipe gauges worth knowing the peak of when a run is slower than expected.
+const WATCHED_GAUGES: &[&str] = &["hookpipe_partitions_paused", "hookpipe_in_flight"];
+
+/// `GET /metrics` from 127.0.0.1:port, bounded by a 500 ms timeout; `None` when nothing answers.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.take(4 << 20).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200");
+    ok.then(|| body.to_string())
+}
+
+/// Sum of every sample of `metric` (all label sets) in Prometheus text.
+fn gauge_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Pipeline {
+    /// Scrapes every process's metrics if a second has passed since the last scrape.
+    fn observe(&mut self) {
+        if self.last_scrape.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_scrape = Instant::now();
+        let scrapes: Vec<String> = self
+            .metrics_ports
+            .iter()
+            .map(|p| scrape(*p).unwrap_or_default())
+            .collect();
+        for g in WATCHED_GAUGES {
+            let v: f64 = scrapes.iter().map(|t| gauge_sum(t, g)).sum();
+            let e = self.gauges_max.entry(g).or_insert(0.0);
+            *e = e.max(v);
+        }
+        if scrapes.iter().any(|t| !t.is_empty()) {
+            self.scrapes = scrapes;
+        }
+    }
+
     fn exited(&mut self) -> Option<String> {
         for c in &mut self.children {
             if let Ok(Some(st)) = c.try_wait() {
@@ -284,6 +342,7 @@ async fn wait_for(
     let mut last_change = Instant::now();
     loop {
         pipeline.stats.sample();
+        pipeline.observe();
         let by_path = sink.unique_by_path();
         let done = expected
             .iter()
@@ -422,6 +481,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let config_template = std::fs::read_to_string(dir.join(&sc.config)).ok();
     let mut children = Vec::new();
     let mut commands = Vec::new();
+    let mut metrics_ports = Vec::new();
     for index in 0..args.processes {
         let mut vars_i = vars.clone();
         vars_i.push(("index", index.to_string()));
@@ -430,6 +490,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             .map(|a| a.port())
             .map_err(|e| RunError(format!("picking a metrics port: {e}")))?;
         vars_i.push(("metrics_port", port.to_string()));
+        metrics_ports.push(port);
         let config = work.join(format!("config-{index}.toml"));
         if let Some(t) = &config_template {
             std::fs::write(&config, fill(t, &vars_i))
@@ -459,6 +520,10 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let mut pipeline = Pipeline {
         stats: TreeStats::new(children.iter().map(Child::id).collect()),
         children,
+        metrics_ports,
+        last_scrape: Instant::now(),
+        gauges_max: HashMap::new(),
+        scrapes: Vec::new(),
     };
     eprintln!("perf: pipeline: {}", commands.join(" | "));
 
@@ -543,6 +608,11 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         });
     }
 
+    pipeline.last_scrape = Instant::now() - Duration::from_secs(2);
+    pipeline.observe();
+    for (i, text) in pipeline.scrapes.iter().enumerate() {
+        let _ = std::fs::write(work.join(format!("metrics-{i}.txt")), text);
+    }
     let exits = pipeline.stop(Duration::from_secs(40)).await;
     pipeline.stats.sample();
     let final_expected = if latency_expected.is_empty() {
@@ -613,6 +683,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             "cpu_s_per_million_deliveries": drain_cpu / delivered_during_drain.max(1) as f64 * 1e6,
         },
         "peak_rss_mib": rss,
+        "pipeline_gauges_max": pipeline.gauges_max,
         "latency": latency,
         "missing_at_sink": s["missing"],
         "lost": s["missing"].as_u64().unwrap_or(0).saturating_sub(dead_lettered.unwrap_or(0)),
@@ -683,6 +754,15 @@ fn print_summary(s: &serde_json::Value) {
         f(&d["cpu_s_per_million_deliveries"])
     );
     println!("peak RSS (MiB)  {}", s["peak_rss_mib"]);
+    if s["pipeline_gauges_max"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        println!(
+            "pipeline gauges {} (peak, from /metrics once a second)",
+            s["pipeline_gauges_max"]
+        );
+    }
     if s["latency"].is_null() {
         println!("latency         (no fixed-rate phase)");
     } else {
@@ -718,6 +798,14 @@ fn print_summary(s: &serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_a_gauge_over_label_sets() {
+        let text = "# HELP hookpipe_in_flight x\nhookpipe_in_flight{destination=\"a\"} 3\nhookpipe_in_flight{destination=\"b\"} 4\nhookpipe_in_flight_other 9\nhookpipe_partitions_paused 2\n";
+        assert_eq!(gauge_sum(text, "hookpipe_in_flight"), 7.0);
+        assert_eq!(gauge_sum(text, "hookpipe_partitions_paused"), 2.0);
+        assert_eq!(scrape(1), None, "nothing listens on port 1");
+    }
 
     #[test]
     fn fills_placeholders_and_counts_expectations() {
