@@ -276,14 +276,16 @@ impl Pipeline {
             .iter()
             .map(|p| scrape(*p).unwrap_or_default())
             .collect();
+        if scrapes.iter().all(String::is_empty) {
+            // Not a pipeline with hookpipe's metrics endpoint.
+            return;
+        }
         for g in WATCHED_GAUGES {
             let v: f64 = scrapes.iter().map(|t| gauge_sum(t, g)).sum();
             let e = self.gauges_max.entry(g).or_insert(0.0);
             *e = e.max(v);
         }
-        if scrapes.iter().any(|t| !t.is_empty()) {
-            self.scrapes = scrapes;
-        }
+        self.scrapes = scrapes;
     }
 
     fn exited(&mut self) -> Option<String> {
