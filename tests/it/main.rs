@@ -1,1 +1,2 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+mod differential;
