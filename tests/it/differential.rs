@@ -12,6 +12,8 @@
 //!   `i` uses seed `S + i`, so `HOOKPIPE_DIFF_SEED=<seed printed> HOOKPIPE_DIFF_CASES=1` replays one.
 //! - `HOOKPIPE_DIFF_FEATURES=a,b` (only those) or `-a,-b` (all but those): generated areas.
 //! - `HOOKPIPE_DIFF_SHOW=N`: mismatches printed in full and minimised (default 8).
+//! - `HOOKPIPE_DIFF_MATRIX=1`: run N cases for each feature alone (with `interp`) and print a
+//!   table of which areas agree.
 //! - `HOOKPIPE_DIFF_DUMP=FILE`: also write every case and FreeMarker's verdict there (JSON lines),
 //!   to inspect what the generator produces.
 //! - `HOOKPIPE_FTL_ORACLE=PATH`: the oracle script (default `<manifest>/../shared/tools/ftl-oracle/ftl-oracle`).
@@ -355,35 +357,36 @@ struct Tally {
     mismatches: u64,
 }
 
-#[test]
-fn random_templates_match_freemarker() {
-    let cases = env_u64("HOOKPIPE_DIFF_CASES", DEFAULT_CASES);
-    if cases == 0 {
-        eprintln!("differential: HOOKPIPE_DIFF_CASES=0, random run skipped");
-        return;
-    }
-    let seed = env_u64("HOOKPIPE_DIFF_SEED", DEFAULT_SEED);
-    let show = env_u64("HOOKPIPE_DIFF_SHOW", 8);
-    let spec = std::env::var("HOOKPIPE_DIFF_FEATURES").unwrap_or_default();
-    let features = Features::parse(&spec).unwrap_or_else(|e| panic!("HOOKPIPE_DIFF_FEATURES: {e}"));
-    let mut oracle = Oracle::spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut dump = std::env::var_os("HOOKPIPE_DIFF_DUMP").map(|p| {
-        std::io::BufWriter::new(
-            std::fs::File::create(&p)
-                .unwrap_or_else(|e| panic!("HOOKPIPE_DIFF_DUMP={}: {e}", Path::new(&p).display())),
-        )
-    });
+/// What one run of generated cases found.
+#[derive(Default)]
+struct RunReport {
+    compared: u64,
+    oracle_errors: u64,
+    mismatches: u64,
+    /// The summary table and the details of the first mismatches.
+    summary: String,
+    details: String,
+}
 
+/// Generates and compares `cases` cases from `seed` with `features`; prints and minimises the
+/// first `show` mismatches.
+fn run_cases(
+    oracle: &mut Oracle,
+    features: &Features,
+    seed: u64,
+    cases: u64,
+    show: u64,
+    dump: &mut Option<std::io::BufWriter<std::fs::File>>,
+) -> RunReport {
     let mut by_kind: BTreeMap<Kind, u64> = BTreeMap::new();
     let mut by_feature: BTreeMap<&'static str, Tally> = BTreeMap::new();
-    let mut oracle_errors = 0u64;
+    let mut r = RunReport::default();
     let mut skipped = 0u64;
     let mut shown = 0u64;
     let mut panics: BTreeSet<String> = BTreeSet::new();
-    let mut report = String::new();
     for i in 0..cases {
         let case_seed = seed.wrapping_add(i);
-        let case = ftlgen::generate(case_seed, &features);
+        let case = ftlgen::generate(case_seed, features);
         let input = case.input.to_text();
         let expected = match oracle.render(&case.template, &input) {
             Ok(Some(o)) => o,
@@ -394,7 +397,7 @@ fn random_templates_match_freemarker() {
             Err(e) => panic!("case seed {case_seed}: {e}"),
         };
         if matches!(expected, Outcome::Error(_)) {
-            oracle_errors += 1;
+            r.oracle_errors += 1;
         }
         if let Some(d) = dump.as_mut() {
             let line = serde_json::json!({
@@ -419,7 +422,7 @@ fn random_templates_match_freemarker() {
         }
         if shown < show {
             shown += 1;
-            let (t, inp) = minimise(&mut oracle, &case, kind);
+            let (t, inp) = minimise(oracle, &case, kind);
             let text = inp.to_text();
             let exp = oracle
                 .render(&t, &text)
@@ -429,7 +432,7 @@ fn random_templates_match_freemarker() {
             let act = run_engine(&t, &text);
             let dir = mismatch_dir().join(format!("seed-{case_seed}"));
             write_case(&dir, &t, &inp, &exp, &act);
-            report.push_str(&format!(
+            r.details.push_str(&format!(
                 "\n--- mismatch {kind:?}, case seed {case_seed} (replay: HOOKPIPE_DIFF_SEED={case_seed} HOOKPIPE_DIFF_CASES=1)\n\
                  features: {:?}\n\
                  minimised template: {t:?}\n\
@@ -446,24 +449,70 @@ fn random_templates_match_freemarker() {
             ));
         }
     }
-    let compared = cases - skipped;
-    let mismatches: u64 = by_kind.values().sum();
+    r.compared = cases - skipped;
+    r.mismatches = by_kind.values().sum();
     let enabled: Vec<&str> = features.names().collect();
-    let mut summary = format!(
-        "differential: features {}; seed {seed}, {cases} cases ({skipped} not comparable), {oracle_errors} \
-         FreeMarker errors, {mismatches} mismatches {by_kind:?}\nper feature (cases / mismatches):\n",
-        enabled.join(",")
+    r.summary = format!(
+        "differential: features {}; seed {seed}, {cases} cases ({skipped} not comparable), {} \
+         FreeMarker errors, {} mismatches {by_kind:?}\nper feature (cases / mismatches):\n",
+        enabled.join(","),
+        r.oracle_errors,
+        r.mismatches,
     );
     for (f, t) in &by_feature {
-        summary.push_str(&format!("  {f:<11} {:>6} / {:>6}\n", t.cases, t.mismatches));
+        r.summary
+            .push_str(&format!("  {f:<11} {:>6} / {:>6}\n", t.cases, t.mismatches));
     }
     if !panics.is_empty() {
-        summary.push_str(&format!("distinct panics: {panics:?}\n"));
+        r.summary
+            .push_str(&format!("distinct panics: {panics:?}\n"));
     }
-    eprintln!("{summary}");
+    r
+}
+
+#[test]
+fn random_templates_match_freemarker() {
+    let cases = env_u64("HOOKPIPE_DIFF_CASES", DEFAULT_CASES);
+    if cases == 0 {
+        eprintln!("differential: HOOKPIPE_DIFF_CASES=0, random run skipped");
+        return;
+    }
+    let seed = env_u64("HOOKPIPE_DIFF_SEED", DEFAULT_SEED);
+    let show = env_u64("HOOKPIPE_DIFF_SHOW", 8);
+    let spec = std::env::var("HOOKPIPE_DIFF_FEATURES").unwrap_or_default();
+    let features = Features::parse(&spec).unwrap_or_else(|e| panic!("HOOKPIPE_DIFF_FEATURES: {e}"));
+    let mut oracle = Oracle::spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut dump = std::env::var_os("HOOKPIPE_DIFF_DUMP").map(|p| {
+        std::io::BufWriter::new(
+            std::fs::File::create(&p)
+                .unwrap_or_else(|e| panic!("HOOKPIPE_DIFF_DUMP={}: {e}", Path::new(&p).display())),
+        )
+    });
+
+    if env_u64("HOOKPIPE_DIFF_MATRIX", 0) == 1 {
+        // Each feature alone (with plain interpolation), to tell which areas agree.
+        let mut table =
+            String::from("differential matrix: feature, cases, FreeMarker errors, mismatches\n");
+        let mut total = 0;
+        for (name, _) in ftlgen::FEATURES {
+            let f = Features::parse(&format!("interp,{name}")).expect("known features");
+            let r = run_cases(&mut oracle, &f, seed, cases, 0, &mut dump);
+            table.push_str(&format!(
+                "  {name:<11} {:>6} {:>6} {:>6}\n",
+                r.compared, r.oracle_errors, r.mismatches
+            ));
+            total += r.mismatches;
+        }
+        eprintln!("{table}");
+        assert!(total == 0, "{total} mismatches\n{table}");
+        return;
+    }
+
+    let r = run_cases(&mut oracle, &features, seed, cases, show, &mut dump);
+    eprintln!("{}", r.summary);
     // The generator must mostly produce templates FreeMarker renders, or agreement means little.
-    if spec.is_empty() && compared >= 200 {
-        let ok_share = (compared - oracle_errors) as f64 / compared as f64;
+    if spec.is_empty() && r.compared >= 200 {
+        let ok_share = (r.compared - r.oracle_errors) as f64 / r.compared as f64;
         assert!(
             ok_share >= 0.6,
             "only {:.0}% of generated cases render in FreeMarker; the generator has degraded",
@@ -471,8 +520,12 @@ fn random_templates_match_freemarker() {
         );
     }
     assert!(
-        mismatches == 0,
-        "{mismatches} of {compared} cases differ from FreeMarker\n{summary}{report}"
+        r.mismatches == 0,
+        "{} of {} cases differ from FreeMarker\n{}{}",
+        r.mismatches,
+        r.compared,
+        r.summary,
+        r.details
     );
 }
 

@@ -1240,7 +1240,7 @@ impl Gen<'_> {
     }
 
     fn block(&mut self) -> String {
-        if self.depth > 3 {
+        if self.depth > 2 {
             return self.simple_block();
         }
         self.depth += 1;
