@@ -31,6 +31,7 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("directives", "#compress, #noparse, comments, #t / #lt / #rt / #nt"),
     ("whitespace", "directives on their own indented lines, CRLF and CR line ends"),
     ("errors", "deliberate mistakes: missing values, wrong types, bad syntax"),
+    ("payloads", "whole JSON webhook payloads as customers write them (fields, optional fields, user lists)"),
 ];
 
 /// The set of enabled features.
@@ -290,10 +291,15 @@ pub fn generate(seed: u64, features: &Features) -> Case {
     if g.on("macro", 25) {
         template.push_str(&g.callable_def());
     }
-    let blocks = 1 + g.rng.usize(..5);
-    for _ in 0..blocks {
-        let b = g.block();
-        template.push_str(&b);
+    if g.on("payloads", 30) {
+        let p = g.payload();
+        template.push_str(&p);
+    } else {
+        let blocks = 1 + g.rng.usize(..5);
+        for _ in 0..blocks {
+            let b = g.block();
+            template.push_str(&b);
+        }
     }
     if g.on("errors", 4) {
         template = g.break_syntax(template);
@@ -1272,6 +1278,57 @@ impl Gen<'_> {
         self.depth -= 1;
         let pre = self.line();
         format!("{pre}{out}")
+    }
+
+    /// A JSON payload template in the style of Amplitude's examples: quoted string fields, bare
+    /// numbers and booleans, optional fields under `#if x??`, and a list of users with `#sep`.
+    fn payload(&mut self) -> String {
+        let nl = self.nl;
+        let indent = *self.pick(&["  ", "    ", "\t", "      "]);
+        let mut fields: Vec<String> = Vec::new();
+        for _ in 0..1 + self.rng.usize(..5) {
+            let key = *self.pick(IDENT_KEYS);
+            let field = match self.rng.u8(..6) {
+                0 | 1 => {
+                    let e = self.expr(Ty::Str);
+                    let esc = self.pick(&["", "?json_string", "?json_string", "?js_string"]);
+                    format!("\"{key}\": \"${{{e}{esc}}}\"")
+                }
+                2 => {
+                    let e = self.expr(Ty::Num);
+                    let c = self.pick(&["?c", "", "?c"]);
+                    format!("\"{key}\": ${{{e}{c}}}")
+                }
+                3 => {
+                    let e = self.expr(Ty::Bool);
+                    format!("\"{key}\": ${{{e}?c}}")
+                }
+                4 => {
+                    let p = self.missing_or_real(Ty::Str);
+                    format!("<#if {p}??>{nl}{indent}\"{key}\": \"${{{p}}}\",{nl}{indent}</#if>\"{key}_seen\": true")
+                }
+                _ => {
+                    let v = self.expr(Ty::Hash);
+                    format!("\"{key}\": ${{UtilClass.toJsonString({v})}}")
+                }
+            };
+            fields.push(field);
+        }
+        let users = if self.rng.bool() {
+            let iter = if self.rng.bool() { ".iterator()" } else { "" };
+            let body = if self.rng.bool() {
+                format!("{nl}{indent}{indent}{{\"user_id\": \"${{u.user_id}}\", \"city\": \"${{(u.user_properties.city)!\"\"}}\"}}<#sep>,</#sep>{nl}{indent}")
+            } else {
+                format!(" {{\"user_id\": \"${{u.user_id?json_string}}\"}} <#if u_has_next>,</#if>")
+            };
+            format!(",{nl}{indent}\"users\": [{nl}{indent}<#list input.users{iter} as u>{body}</#list>{nl}{indent}]")
+        } else {
+            String::new()
+        };
+        format!(
+            "{{{nl}{indent}{}{users}{nl}}}{nl}",
+            fields.join(&format!(",{nl}{indent}"))
+        )
     }
 
     fn simple_block(&mut self) -> String {
