@@ -186,8 +186,57 @@ fn engine_options() -> Options {
     }
 }
 
-/// Renders with hookpipe's engine; a panic is caught and reported as [`Outcome::Panic`].
+/// Longest one in-process render may take before the run is declared hung (fuel should stop any
+/// template long before).
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A thread that renders with hookpipe's engine, so a hang is a reported failure rather than
+/// a test that never ends (and a deep recursion gets a large stack).
+struct EngineWorker {
+    jobs: mpsc::Sender<(String, String)>,
+    done: mpsc::Receiver<Outcome>,
+}
+
+fn engine_worker() -> &'static std::sync::Mutex<EngineWorker> {
+    static WORKER: std::sync::OnceLock<std::sync::Mutex<EngineWorker>> = std::sync::OnceLock::new();
+    WORKER.get_or_init(|| {
+        let (jobs, rx) = mpsc::channel::<(String, String)>();
+        let (tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("hookpipe-engine".into())
+            .stack_size(64 << 20)
+            .spawn(move || {
+                for (template, input) in rx {
+                    if tx.send(render_in_process(&template, &input)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn engine worker");
+        std::sync::Mutex::new(EngineWorker { jobs, done })
+    })
+}
+
+/// Renders with hookpipe's engine on the worker thread, bounded by [`ENGINE_TIMEOUT`].
 fn run_engine(template: &str, input: &str) -> Outcome {
+    let worker = engine_worker()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    worker
+        .jobs
+        .send((template.to_string(), input.to_string()))
+        .expect("engine worker alive");
+    match worker.done.recv_timeout(ENGINE_TIMEOUT) {
+        Ok(outcome) => outcome,
+        Err(e) => panic!(
+            "hookpipe's engine did not finish within {ENGINE_TIMEOUT:?} ({e}); fuel not \
+             enforced? template {template:?}, input {input}"
+        ),
+    }
+}
+
+/// Renders with hookpipe's engine; a panic is caught and reported as [`Outcome::Panic`].
+fn render_in_process(template: &str, input: &str) -> Outcome {
     install_quiet_panic_hook();
     let mut bytes = input.as_bytes().to_vec();
     let tape = match simd_json::to_tape(&mut bytes) {

@@ -1299,11 +1299,11 @@ impl Gen<'_> {
                     let c = self.pick(&["?c", "", "?c"]);
                     format!("\"{key}\": ${{{e}{c}}}")
                 }
-                3 => {
+                3 | 4 => {
                     let e = self.expr(Ty::Bool);
                     format!("\"{key}\": ${{{e}?c}}")
                 }
-                4 => {
+                4 if self.on("if", 100) => {
                     let p = self.missing_or_real(Ty::Str);
                     format!("<#if {p}??>{nl}{indent}\"{key}\": \"${{{p}}}\",{nl}{indent}</#if>\"{key}_seen\": true")
                 }
@@ -1314,7 +1314,8 @@ impl Gen<'_> {
             };
             fields.push(field);
         }
-        let users = if self.rng.bool() {
+        let users = if self.f.has("list") && self.rng.bool() {
+            self.use_f("list");
             let iter = if self.rng.bool() { ".iterator()" } else { "" };
             let body = if self.rng.bool() {
                 format!("{nl}{indent}{indent}{{\"user_id\": \"${{u.user_id}}\", \"city\": \"${{(u.user_properties.city)!\"\"}}\"}}<#sep>,</#sep>{nl}{indent}")
