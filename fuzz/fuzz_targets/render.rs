@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
             .render(&mut state, tape.as_value(), &mut out)
             .is_ok()
         {
-            assert!(out.len() <= MAX_OUTPUT, "output cap exceeded: {} bytes", out.len());
+            assert!(
+                out.len() <= MAX_OUTPUT,
+                "output cap exceeded: {} bytes",
+                out.len()
+            );
         }
     }
 });

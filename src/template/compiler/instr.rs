@@ -1,0 +1,239 @@
+//! The bytecode: a flat instruction vector plus the tables instructions index into (text pool,
+//! constants, debug positions, macros, call sites, lambdas). A compiled [`Program`] is immutable
+//! and shared between threads.
+
+use super::ast::{BinOp, RangeKind};
+use crate::template::format::Number;
+use crate::template::vm::builtins::Bi;
+
+/// A data-model root variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// `input`: the JSON document.
+    Input,
+    /// `UtilClass`: Amplitude's JSON helper.
+    UtilClass,
+    /// `statics`: the static-class hash (only the FtlUtils entry).
+    Statics,
+}
+
+/// Loop-variable properties (`x?index`, `x_has_next`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopProp {
+    /// `?index` (0-based).
+    Index,
+    /// `?counter` (1-based).
+    Counter,
+    /// `?has_next`.
+    HasNext,
+    /// `?is_first`.
+    IsFirst,
+    /// `?is_last`.
+    IsLast,
+    /// `?item_parity` ("odd"/"even").
+    Parity,
+    /// `?item_parity_cap` ("Odd"/"Even").
+    ParityCap,
+    /// `?is_even_item`.
+    IsEven,
+    /// `?is_odd_item`.
+    IsOdd,
+}
+
+/// One VM instruction. `dbg` operands index [`Program::dbg`] (the expression blamed on error).
+#[derive(Debug, Clone, Copy)]
+pub enum Instr {
+    /// Appends `text[start..end]` of the text pool to the output.
+    Text(u32, u32),
+    /// Pops a value and appends it as `${...}` does; fails on missing or non-scalar values.
+    Emit(u32),
+    /// Like `Emit`, but JSON-string-escapes the text (json mode, inside a JSON string literal).
+    EmitJson(u32),
+    /// Pushes constant `consts[i]`.
+    Const(u32),
+    /// Pushes the missing value (an unset variable).
+    PushMissing,
+    /// Pushes local slot `i` of the current frame.
+    Load(u32),
+    /// Pops into local slot `i` of the current frame.
+    Store(u32),
+    /// Pushes global (template namespace) variable `i`.
+    LoadGlobal(u32),
+    /// Pops into global variable `i`.
+    StoreGlobal(u32),
+    /// Pushes a data-model root variable.
+    LoadRoot(Root),
+    /// Pushes a reference to macro/function `i`.
+    MacroRef(u32),
+    /// Fails with "has evaluated to null or missing" when the top of the stack is missing.
+    Check(u32),
+    /// Pops a hash, pushes its sub-variable `consts[name]` (missing stays missing).
+    Dot(u32, u32),
+    /// Fused `Load(slot); Check(dbg); Dot(name)`: pushes `local.name`.
+    LocalDot(u32, u32, u32),
+    /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
+    InputDot(u32, u32),
+    /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
+    Index(u32),
+    /// Pops `argc` arguments and a callee (method or function), pushes the result.
+    Call(u8, u32),
+    /// Applies built-in `id` to `argc` arguments and the receiver below them.
+    Builtin(Bi, u8, u32),
+    /// Pops a value, pushes `true` when it is not missing.
+    Exists,
+    /// Jumps to the target keeping the top when it is not missing; else pops it.
+    DefaultJump(u32),
+    /// Jumps when local slot `slot` is not missing (parameter defaults).
+    JumpIfSet(u32, u32),
+    /// Fails when local slot `slot` (parameter `param` of the current macro) is missing.
+    RequireParam(u32, u32),
+    /// Pops a boolean, pushes its negation.
+    Not(u32),
+    /// Pops a number, pushes its negation.
+    Neg(u32),
+    /// Pops a number and pushes it back (checks the type).
+    Plus(u32),
+    /// Pops two operands, pushes the result of the operator.
+    Bin(BinOp, u32),
+    /// Pops a boolean; jumps to the target when it equals the flag.
+    JumpIf(bool, u32, u32),
+    /// `&&`/`||` short circuit: if the top boolean equals the flag, jump keeping it; else pop.
+    ShortJump(bool, u32, u32),
+    /// Fails unless the top of the stack is a boolean.
+    CheckBool(u32),
+    /// Unconditional jump.
+    Jump(u32),
+    /// Pops the end (unless unbounded) and the start, pushes a range.
+    MakeRange(RangeKind, u32),
+    /// Pops `n` values, pushes a sequence of them.
+    MakeSeq(u32),
+    /// Pops `n` key/value pairs, pushes a hash.
+    MakeHash(u32),
+    /// Pops `n` values, pushes their concatenation as a string (string-literal interpolation).
+    Concat(u32, u32),
+    /// Pops the listed value into loop `l` of the frame; jumps to the target when it is empty.
+    LoopInit(u32, u32, u32),
+    /// Advances loop `l`, storing the item into local `a` (and the value into `b` for hash
+    /// listing); jumps to the target when exhausted.
+    LoopNext(u32, u32, u32, u32),
+    /// Jumps when loop `l` is at its last item (skips `#sep`).
+    JumpIfLast(u32, u32),
+    /// Pushes a property of loop `l`.
+    LoopVar(u32, LoopProp),
+    /// Pops `argc` values, pushes `?item_cycle` of loop `l`.
+    LoopCycle(u32, u8),
+    /// Calls macro `mac` with the arguments of call site `site` on the stack.
+    CallMacro(u32, u32),
+    /// Pops `argc` values and runs the caller's nested content with them as loop variables.
+    Nested(u8, u32),
+    /// Ends a macro, function, nested body or lambda body.
+    Ret,
+    /// Returns the top of the stack from the current function.
+    ReturnValue,
+    /// Starts capturing output (`<#assign x>...`).
+    CaptureBegin,
+    /// Ends capturing: pushes the captured text as a string.
+    CaptureEnd,
+    /// Starts `#compress`.
+    CompressBegin,
+    /// Ends `#compress`: collapses the white-space of what was written since the begin.
+    CompressEnd,
+    /// Pops a value and applies it to setting `consts[name]`.
+    Setting(u32, u32),
+    /// Pushes lambda `i`.
+    Lambda(u32),
+    /// Fails with message `consts[msg]`.
+    Fail(u32, u32),
+    /// Pops and discards.
+    Pop,
+    /// Pops the `#switch` case value, compares with local `slot`, pushes the equality.
+    CaseEq(u32, u32),
+    /// Stops rendering successfully (`#stop`).
+    Stop,
+}
+
+/// A constant.
+#[derive(Debug, Clone)]
+pub enum Const {
+    /// A string.
+    Str(String),
+    /// A number.
+    Num(Number),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// Where an expression is, for error messages.
+#[derive(Debug, Clone)]
+pub struct Dbg {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub col: u32,
+    /// The expression's source text.
+    pub text: String,
+}
+
+/// A macro or function.
+#[derive(Debug, Clone)]
+pub struct MacroInfo {
+    /// Its name.
+    pub name: String,
+    /// First instruction.
+    pub pc: u32,
+    /// Local slots its frame needs.
+    pub slots: u32,
+    /// Loop slots its frame needs.
+    pub loops: u32,
+    /// Parameter names (their slots are 0..n).
+    pub params: Vec<String>,
+    /// `#function` (returns a value) rather than `#macro`.
+    pub function: bool,
+}
+
+/// A `<@macro ...>` call site.
+#[derive(Debug, Clone)]
+pub struct CallSite {
+    /// Parameter index of each pushed argument, in push order.
+    pub arg_params: Vec<u32>,
+    /// Names of arguments that match no parameter (an error when called).
+    pub unknown_arg: Option<String>,
+    /// Nested content: first instruction, and the caller-frame slots of its loop variables.
+    pub body: Option<(u32, Vec<u32>)>,
+}
+
+/// A lambda (`x -> expr`).
+#[derive(Debug, Clone)]
+pub struct LambdaInfo {
+    /// First instruction of the body (ends with `Ret`, result on the stack).
+    pub pc: u32,
+    /// Local slot of the parameter.
+    pub slot: u32,
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    /// The instructions; the main template starts at 0 and ends with `Ret`.
+    pub code: Vec<Instr>,
+    /// Static text pool.
+    pub text: String,
+    /// Constants.
+    pub consts: Vec<Const>,
+    /// Expression positions.
+    pub dbg: Vec<Dbg>,
+    /// Macros and functions.
+    pub macros: Vec<MacroInfo>,
+    /// Macro call sites.
+    pub sites: Vec<CallSite>,
+    /// Lambdas.
+    pub lambdas: Vec<LambdaInfo>,
+    /// Local slots of the main frame.
+    pub main_slots: u32,
+    /// Loop slots of the main frame.
+    pub main_loops: u32,
+    /// Global variable names (index = slot).
+    pub globals: Vec<String>,
+    /// `output_format="HTML"`: escape interpolations.
+    pub html_output: bool,
+}

@@ -1,0 +1,1790 @@
+//! The VM: runs a compiled [`Program`] over an input, appending to the caller's buffer. A flat
+//! dispatch loop over instructions; macro and function calls recurse (bounded depth). Fuel is
+//! charged per instruction and the output size is capped, so hostile templates fail cleanly.
+
+pub mod builtins;
+pub mod state;
+pub mod value;
+
+use std::borrow::Cow;
+
+use bytes::BytesMut;
+use simd_json::prelude::*;
+use simd_json::tape::Value as TapeValue;
+
+use crate::template::compiler::ast::{BinOp, RangeKind};
+use crate::template::compiler::instr::*;
+use crate::template::format::{DateFormat, DateKind, Number, NumberFormat};
+pub use state::RenderState;
+use value::{Method, Range, Value};
+
+/// Deepest macro/function call nesting before a render fails.
+const MAX_DEPTH: u32 = 48;
+
+/// An internal render failure: the message and the debug entry of the blamed expression.
+#[derive(Debug)]
+pub struct VmError {
+    /// What went wrong.
+    pub message: String,
+    /// Index into `Program::dbg`, or `u32::MAX`.
+    pub dbg: u32,
+    /// `#stop` (not an error).
+    pub stop: bool,
+}
+
+type VResult<T> = Result<T, VmError>;
+
+#[cold]
+fn fail(dbg: u32, message: impl Into<String>) -> VmError {
+    VmError {
+        message: message.into(),
+        dbg,
+        stop: false,
+    }
+}
+
+/// Limits of one render.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Instructions.
+    pub fuel: u64,
+    /// Output bytes.
+    pub max_output: usize,
+}
+
+/// Settings that `#setting` can change during a render.
+pub struct Settings<'a> {
+    number_format: Option<NumberFormat>,
+    boolean_true: Cow<'a, str>,
+    boolean_false: Cow<'a, str>,
+    datetime_format: Cow<'a, str>,
+    date_format: Cow<'a, str>,
+    time_format: Cow<'a, str>,
+    /// `url_escaping_charset`, when set.
+    pub(crate) url_charset: Option<Cow<'a, str>>,
+    /// The locale uses `,` as decimal separator and `.` for grouping (de, es, it, nl, pt...):
+    /// formatted numbers (not computer format) have the two swapped.
+    pub(crate) comma_decimal: bool,
+}
+
+/// Formats `n` with a (non-computer) number format into `out`, applying the locale's separators.
+pub(crate) fn format_number(
+    f: &NumberFormat,
+    n: &Number,
+    comma_decimal: bool,
+    out: &mut BytesMut,
+) -> Result<(), crate::template::format::FormatError> {
+    let start = out.len();
+    f.format(n, out)?;
+    if comma_decimal {
+        for b in &mut out[start..] {
+            *b = match *b {
+                b',' => b'.',
+                b'.' => b',',
+                other => other,
+            };
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'c> {
+    base: usize,
+    loop_base: usize,
+    caller: Option<&'c Ctx<'c>>,
+    site: Option<u32>,
+}
+
+pub(crate) enum LoopSrc<'a> {
+    Arr(simd_json::tape::array::Iter<'a, 'a>),
+    Obj(simd_json::tape::object::Iter<'a, 'a>),
+    Pool(u32),
+    PoolHash(u32),
+    Range(Range),
+}
+
+/// The state of one `#list` loop.
+pub(crate) struct LoopState<'a> {
+    src: LoopSrc<'a>,
+    index: usize,
+    len: Option<usize>,
+    started: bool,
+}
+
+/// One render in progress.
+pub struct Vm<'a, 'o> {
+    p: &'a Program,
+    out: &'o mut BytesMut,
+    out_start: usize,
+    limits: Limits,
+    fuel: u64,
+    depth: u32,
+    input: Value<'a>,
+    stack: Vec<Value<'a>>,
+    locals: Vec<Value<'a>>,
+    globals: Vec<Value<'a>>,
+    loops: Vec<LoopState<'a>>,
+    seqs: Vec<Value<'a>>,
+    hashes: Vec<(Value<'a>, Value<'a>)>,
+    marks: Vec<usize>,
+    arena: String,
+    scratch: BytesMut,
+    settings: Settings<'a>,
+}
+
+impl<'a, 'o> Vm<'a, 'o> {
+    /// Prepares a render, borrowing the reusable buffers of `state`.
+    pub fn new(
+        p: &'a Program,
+        state: &mut RenderState,
+        input: TapeValue<'a, 'a>,
+        out: &'o mut BytesMut,
+        limits: Limits,
+        initial: &'a [(String, String)],
+    ) -> VResult<Vm<'a, 'o>> {
+        let out_start = out.len();
+        let mut vm = Vm {
+            p,
+            out,
+            out_start,
+            limits,
+            fuel: limits.fuel,
+            depth: 0,
+            input: Value::from_tape(input),
+            stack: state.take_values(),
+            locals: state.take_values(),
+            globals: state.take_values(),
+            loops: state.take_loops(),
+            seqs: state.take_values(),
+            hashes: state.take_pairs(),
+            marks: std::mem::take(&mut state.marks),
+            arena: std::mem::take(&mut state.arena),
+            scratch: std::mem::take(&mut state.scratch),
+            settings: Settings {
+                number_format: None,
+                boolean_true: Cow::Borrowed("true"),
+                boolean_false: Cow::Borrowed("false"),
+                datetime_format: Cow::Borrowed(""),
+                date_format: Cow::Borrowed(""),
+                time_format: Cow::Borrowed(""),
+                url_charset: None,
+                comma_decimal: false,
+            },
+        };
+        vm.marks.clear();
+        vm.arena.clear();
+        vm.scratch.clear();
+        vm.globals.resize(p.globals.len(), Value::Missing);
+        for (name, value) in initial {
+            vm.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
+        }
+        Ok(vm)
+    }
+
+    /// Gives the buffers back to `state` for the next render.
+    pub fn finish(self, state: &mut RenderState) {
+        state.put_values(self.stack);
+        state.put_values(self.locals);
+        state.put_values(self.globals);
+        state.put_values(self.seqs);
+        state.put_pairs(self.hashes);
+        state.put_loops(self.loops);
+        state.marks = self.marks;
+        state.arena = self.arena;
+        state.scratch = self.scratch;
+    }
+
+    /// Runs the main template.
+    pub fn run_main(&mut self) -> VResult<()> {
+        self.locals
+            .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
+        let ctx = Ctx {
+            base: 0,
+            loop_base: 0,
+            caller: None,
+            site: None,
+        };
+        match self.exec(0, &ctx) {
+            Ok(()) => Ok(()),
+            Err(e) if e.stop => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a standalone expression program and returns its value.
+    pub fn run_expr(&mut self) -> VResult<Value<'a>> {
+        self.locals
+            .resize(self.p.main_slots as usize, Value::Missing);
+        self.reserve_loops(self.p.main_loops as usize);
+        let ctx = Ctx {
+            base: 0,
+            loop_base: 0,
+            caller: None,
+            site: None,
+        };
+        self.exec(0, &ctx)?;
+        Ok(self.stack.pop().unwrap_or(Value::Missing))
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    /// Reserves `n` loop slots for a new frame; returns the frame's loop base.
+    fn reserve_loops(&mut self, n: usize) -> usize {
+        let base = self.loops.len();
+        for _ in 0..n {
+            self.loops.push(LoopState {
+                src: LoopSrc::Pool(0),
+                index: 0,
+                len: Some(0),
+                started: false,
+            });
+        }
+        base
+    }
+
+    /// Fails when the run-time pools grew past what the output cap allows (hostile templates
+    /// doubling a string or a sequence in a loop).
+    fn check_pools(&self) -> VResult<()> {
+        let cap = self.limits.max_output.saturating_mul(4).max(1 << 20);
+        if self.arena.len() > cap || (self.seqs.len() + self.hashes.len()) * 16 > cap {
+            return Err(fail(
+                u32::MAX,
+                "The template built values larger than the output limit allows",
+            ));
+        }
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Value<'a> {
+        self.stack.pop().unwrap_or(Value::Missing)
+    }
+
+    /// The text of a string value.
+    pub(crate) fn str_of<'s>(&'s self, v: &Value<'a>) -> Option<&'s str> {
+        match *v {
+            Value::Str(s) => Some(s),
+            Value::Arena(a, b) | Value::Markup(a, b) => Some(&self.arena[a as usize..b as usize]),
+            _ => None,
+        }
+    }
+
+    /// Appends `s` to the arena and returns it as a value.
+    pub(crate) fn arena_str(&mut self, s: &str) -> Value<'a> {
+        if self.arena.len() > self.limits.max_output.saturating_mul(4).max(1 << 20) {
+            return Value::Str("");
+        }
+        let a = self.arena.len() as u32;
+        self.arena.push_str(s);
+        Value::Arena(a, self.arena.len() as u32)
+    }
+
+    /// Moves the scratch buffer's text into the arena.
+    pub(crate) fn scratch_to_arena(&mut self) -> VResult<Value<'a>> {
+        let a = self.arena.len() as u32;
+        match std::str::from_utf8(&self.scratch) {
+            Ok(s) => self.arena.push_str(s),
+            Err(_) => {
+                return Err(fail(
+                    u32::MAX,
+                    "internal error: formatter produced invalid UTF-8",
+                ))
+            }
+        }
+        self.scratch.clear();
+        self.check_pools()?;
+        Ok(Value::Arena(a, self.arena.len() as u32))
+    }
+
+    fn check_output(&self) -> VResult<()> {
+        if self.out.len() - self.out_start > self.limits.max_output {
+            return Err(fail(
+                u32::MAX,
+                format!(
+                    "The output exceeds the limit of {} bytes",
+                    self.limits.max_output
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dbg_text(&self, dbg: u32) -> &str {
+        self.p.dbg.get(dbg as usize).map_or("", |d| d.text.as_str())
+    }
+
+    pub(crate) fn type_error(
+        &self,
+        dbg: u32,
+        what: &str,
+        expected: &str,
+        v: &Value<'a>,
+    ) -> VmError {
+        fail(
+            dbg,
+            format!(
+                "For \"{what}\": Expected {expected}, but this has evaluated to {} {}:\n==> {}",
+                if v.type_name().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                },
+                v.type_name(),
+                self.dbg_text(dbg)
+            ),
+        )
+    }
+
+    fn missing_error(&self, dbg: u32) -> VmError {
+        fail(
+            dbg,
+            format!(
+                "The following has evaluated to null or missing:\n==> {}",
+                self.dbg_text(dbg)
+            ),
+        )
+    }
+
+    // ------------------------------------------------------------ settings
+
+    fn apply_setting(&mut self, name: &str, value: Cow<'a, str>, dbg: u32) -> VResult<()> {
+        match name {
+            "number_format" => {
+                self.settings.number_format = if value == "computer" {
+                    None
+                } else {
+                    Some(NumberFormat::new(&value).map_err(|e| fail(dbg, e.to_string()))?)
+                };
+            }
+            "boolean_format" => {
+                if value == "c" || value == "true,false" {
+                    self.settings.boolean_true = Cow::Borrowed("true");
+                    self.settings.boolean_false = Cow::Borrowed("false");
+                } else {
+                    let Some((t, f)) = value.split_once(',') else {
+                        return Err(fail(
+                            dbg,
+                            format!(
+                                "Invalid boolean_format {value:?}: must be \"c\" or \"yes,no\""
+                            ),
+                        ));
+                    };
+                    let (t, f) = (t.to_string(), f.to_string());
+                    self.settings.boolean_true = Cow::Owned(t);
+                    self.settings.boolean_false = Cow::Owned(f);
+                }
+            }
+            "datetime_format" => self.settings.datetime_format = value,
+            "date_format" => self.settings.date_format = value,
+            "time_format" => self.settings.time_format = value,
+            "url_escaping_charset" => self.settings.url_charset = Some(value),
+            "locale" => {
+                let lang = value.split(['_', '-']).next().unwrap_or("");
+                self.settings.comma_decimal = matches!(
+                    lang,
+                    "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el"
+                );
+            }
+            "time_zone"
+            | "sql_date_and_time_time_zone"
+            | "output_encoding"
+            | "classic_compatible"
+            | "template_exception_handler"
+            | "api_builtin_enabled"
+            | "show_error_tips"
+            | "c_format" => {}
+            _ => return Err(fail(dbg, format!("Unknown setting: {name:?}"))),
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ formatting
+
+    /// Writes a scalar as an interpolation does.
+    fn write_interp(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
+        match v {
+            Value::Str(s) => {
+                if html {
+                    crate::template::format::escape::html(s, self.out);
+                } else {
+                    self.out.extend_from_slice(s.as_bytes());
+                }
+            }
+            Value::Arena(a, b) => {
+                let s = &self.arena[a as usize..b as usize];
+                if html {
+                    crate::template::format::escape::html(s, self.out);
+                } else {
+                    self.out.extend_from_slice(s.as_bytes());
+                }
+            }
+            Value::Markup(a, b) => {
+                self.out
+                    .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]);
+            }
+            Value::Num(n) => self.write_number(&n, dbg)?,
+            Value::Bool(b) => {
+                let s = if b {
+                    &self.settings.boolean_true
+                } else {
+                    &self.settings.boolean_false
+                };
+                self.out.extend_from_slice(s.as_bytes());
+            }
+            Value::Date(d) => {
+                let f = DateFormat::new(self.date_spec(d.kind), d.kind)
+                    .map_err(|e| fail(dbg, e.to_string()))?;
+                f.format(&d, self.out).map_err(|e| fail(dbg, e.to_string()))?;
+            }
+            Value::Missing => return Err(self.missing_error(dbg)),
+            other => {
+                return Err(fail(
+                    dbg,
+                    format!(
+                        "For \"${{...}}\" content: Expected a string or something automatically convertible to string (number, date or boolean), or \"template output\" , but this has evaluated to {} {}:\n==> {}",
+                        if other.type_name().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
+                        other.type_name(),
+                        self.dbg_text(dbg)
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn write_number(&mut self, n: &Number, dbg: u32) -> VResult<()> {
+        match &self.settings.number_format {
+            None => n.write_computer(self.out),
+            Some(f) => f
+                .format(n, self.out)
+                .map_err(|e| fail(dbg, e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn date_spec(&self, kind: DateKind) -> &str {
+        match kind {
+            DateKind::Date => &self.settings.date_format,
+            DateKind::Time => &self.settings.time_format,
+            _ => &self.settings.datetime_format,
+        }
+    }
+
+    /// The `boolean_format` texts.
+    pub(crate) fn bool_text(&self, b: bool) -> &str {
+        if b {
+            &self.settings.boolean_true
+        } else {
+            &self.settings.boolean_false
+        }
+    }
+
+    /// Converts a scalar to text into the scratch buffer (string concatenation, `?string`).
+    pub(crate) fn scalar_to_scratch(&mut self, v: Value<'a>, dbg: u32) -> VResult<()> {
+        match v {
+            Value::Str(s) => self.scratch.extend_from_slice(s.as_bytes()),
+            Value::Arena(a, b) | Value::Markup(a, b) => self
+                .scratch
+                .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]),
+            Value::Num(n) => match &self.settings.number_format {
+                None => n.write_computer(&mut self.scratch),
+                Some(f) => format_number(f, &n, self.settings.comma_decimal, &mut self.scratch)
+                    .map_err(|e| fail(dbg, e.to_string()))?,
+            },
+            Value::Bool(b) => {
+                let s = if b {
+                    &self.settings.boolean_true
+                } else {
+                    &self.settings.boolean_false
+                };
+                self.scratch.extend_from_slice(s.as_bytes());
+            }
+            Value::Date(d) => {
+                let f = DateFormat::new(self.date_spec(d.kind), d.kind)
+                    .map_err(|e| fail(dbg, e.to_string()))?;
+                f.format(&d, &mut self.scratch)
+                    .map_err(|e| fail(dbg, e.to_string()))?;
+            }
+            Value::Missing => return Err(self.missing_error(dbg)),
+            other => {
+                return Err(self.type_error(
+                    dbg,
+                    "+",
+                    "a string or something automatically convertible to string",
+                    &other,
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ data access
+
+    #[inline]
+    fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
+        Ok(match recv {
+            Value::Missing => Value::Missing,
+            Value::Json(v) => {
+                if let Some(obj) = v.as_object() {
+                    obj.get(name).map_or(Value::Missing, Value::from_tape)
+                } else {
+                    match name {
+                        "iterator" => Value::Method(Method::Iterator, Some(v)),
+                        "size" => Value::Method(Method::Size, Some(v)),
+                        "isEmpty" => Value::Method(Method::IsEmpty, Some(v)),
+                        _ => Value::Missing,
+                    }
+                }
+            }
+            Value::Hash(start, len) => self.hash_get(start, len, name),
+            Value::Util => match name {
+                "toJsonString" | "toJson" => Value::Method(Method::ToJson, None),
+                _ => Value::Missing,
+            },
+            Value::Statics => {
+                if name == "com.amplitude.integrations.connector.utils.FtlUtils" {
+                    Value::Util
+                } else {
+                    Value::Missing
+                }
+            }
+            other => {
+                return Err(self
+                    .type_error(dbg, ".\" left-hand operand", "a hash", &other)
+                    .with_prefix())
+            }
+        })
+    }
+
+    fn hash_get(&self, start: u32, len: u32, name: &str) -> Value<'a> {
+        // Later keys win (hash concatenation keeps the last value), so search backwards.
+        for i in (start..start + len).rev() {
+            let (k, v) = self.hashes[i as usize];
+            if self.str_of(&k) == Some(name) {
+                return v;
+            }
+        }
+        Value::Missing
+    }
+
+    /// Number of items of a sequence value, if it is one.
+    pub(crate) fn seq_len(&self, v: &Value<'a>) -> Option<usize> {
+        match v {
+            Value::Json(j) => j.as_array().map(|a| a.len()),
+            Value::Seq(_, len) => Some(*len as usize),
+            Value::Range(r) => r.len.map(|l| l as usize),
+            _ => None,
+        }
+    }
+
+    /// Pushes all items of a sequence onto the stack; returns how many.
+    pub(crate) fn push_items(&mut self, v: Value<'a>, dbg: u32, what: &str) -> VResult<usize> {
+        match v {
+            Value::Json(j) => {
+                let Some(arr) = j.as_array() else {
+                    return Err(self.type_error(dbg, what, "a sequence", &v));
+                };
+                let n = arr.len();
+                for item in arr.iter() {
+                    self.stack.push(Value::from_tape(item));
+                }
+                Ok(n)
+            }
+            Value::Seq(s, len) => {
+                for i in s..s + len {
+                    let item = self.seqs[i as usize];
+                    self.stack.push(item);
+                }
+                Ok(len as usize)
+            }
+            Value::Range(r) => {
+                let Some(len) = r.len else {
+                    return Err(fail(
+                        dbg,
+                        "This operation is not supported on an unbounded range",
+                    ));
+                };
+                if len > 1_000_000 {
+                    return Err(fail(
+                        dbg,
+                        "Range too large to materialise (over 1,000,000 items)",
+                    ));
+                }
+                for i in 0..len as i64 {
+                    self.stack.push(Value::Num(Number::Int(
+                        r.start.wrapping_add(i.wrapping_mul(r.step)) as i32,
+                    )));
+                }
+                Ok(len as usize)
+            }
+            other => Err(self.type_error(dbg, what, "a sequence", &other)),
+        }
+    }
+
+    /// Moves the top `n` stack values into the sequence pool as a new sequence.
+    pub(crate) fn make_seq(&mut self, n: usize) -> Value<'a> {
+        if self.check_pools().is_err() {
+            // Keep going with an empty sequence; the next check fails the render.
+            let from = self.stack.len() - n;
+            self.stack.truncate(from);
+            return Value::Seq(0, 0);
+        }
+        let start = self.seqs.len() as u32;
+        let from = self.stack.len() - n;
+        self.seqs.extend(self.stack.drain(from..));
+        Value::Seq(start, n as u32)
+    }
+
+    fn index(&mut self, recv: Value<'a>, key: Value<'a>, dbg: u32) -> VResult<Value<'a>> {
+        if let Value::Range(r) = key {
+            return self.slice(recv, r, dbg);
+        }
+        if let Value::Num(n) = key {
+            let i = n.int_value();
+            return Ok(match recv {
+                Value::Json(j) => match j.as_array() {
+                    Some(a) if i >= 0 => a.get(i as usize).map_or(Value::Missing, Value::from_tape),
+                    Some(_) => Value::Missing,
+                    None => {
+                        return Err(self.type_error(
+                            dbg,
+                            "[]\" left-hand operand",
+                            "a sequence",
+                            &recv,
+                        ))
+                    }
+                },
+                Value::Seq(s, len) => {
+                    if i >= 0 && (i as u32) < len {
+                        self.seqs[(s + i as u32) as usize]
+                    } else {
+                        Value::Missing
+                    }
+                }
+                Value::Range(r) => {
+                    if i >= 0 && r.len.is_none_or(|l| (i as u64) < l) {
+                        Value::Num(Number::Int(
+                            r.start.wrapping_add((i as i64).wrapping_mul(r.step)) as i32,
+                        ))
+                    } else {
+                        Value::Missing
+                    }
+                }
+                Value::Str(_) | Value::Arena(..) => {
+                    let s = self.str_of(&recv).unwrap_or("");
+                    match s.chars().nth(i.max(0) as usize) {
+                        Some(c) if i >= 0 => {
+                            let mut buf = [0u8; 4];
+                            let cs: &str = c.encode_utf8(&mut buf);
+                            let cs = cs.to_string();
+                            self.arena_str(&cs)
+                        }
+                        _ => return Err(fail(dbg, format!("String index out of range: {i}"))),
+                    }
+                }
+                other => {
+                    return Err(self.type_error(
+                        dbg,
+                        "[]\" left-hand operand",
+                        "a sequence",
+                        &other,
+                    ))
+                }
+            });
+        }
+        let Some(k) = self.str_of(&key) else {
+            return Err(self.type_error(dbg, "[]\" key", "a string or number", &key));
+        };
+        // Keys borrowed from the arena cannot outlive it as 'a; copy the small key when needed.
+        match recv {
+            Value::Json(j) => {
+                if let Some(obj) = j.as_object() {
+                    Ok(obj.get(k).map_or(Value::Missing, Value::from_tape))
+                } else {
+                    Ok(match k {
+                        "iterator" => Value::Method(Method::Iterator, Some(j)),
+                        "size" => Value::Method(Method::Size, Some(j)),
+                        "isEmpty" => Value::Method(Method::IsEmpty, Some(j)),
+                        _ => Value::Missing,
+                    })
+                }
+            }
+            Value::Hash(s, len) => {
+                let k = k.to_string();
+                Ok(self.hash_get(s, len, &k))
+            }
+            Value::Util => Ok(match k {
+                "toJsonString" | "toJson" => Value::Method(Method::ToJson, None),
+                _ => Value::Missing,
+            }),
+            Value::Statics => Ok(
+                if k == "com.amplitude.integrations.connector.utils.FtlUtils" {
+                    Value::Util
+                } else {
+                    Value::Missing
+                },
+            ),
+            Value::Missing => Ok(Value::Missing),
+            other => Err(self.type_error(dbg, "[]\" left-hand operand", "a hash", &other)),
+        }
+    }
+
+    /// How many items `x[r]` takes from a value of `size` items (FreeMarker's range-key rules:
+    /// an empty range gives an empty result, `a..*n` stops at the end, other overruns fail).
+    fn slice_len(&self, r: Range, size: usize, dbg: u32) -> VResult<usize> {
+        let first = r.start;
+        if first < 0 {
+            return Err(fail(dbg, format!("Negative range start index ({first}) isn't allowed for a range used for slicing")));
+        }
+        if r.len == Some(0) {
+            return Ok(0);
+        }
+        let size = size as i64;
+        if first > size || (first == size && r.len.is_some() && !r.adaptive && r.step > 0) {
+            return Err(fail(
+                dbg,
+                format!("Range start index {first} is out of bounds, because the sliced value has only {size} items"),
+            ));
+        }
+        Ok(match r.len {
+            None => (size - first) as usize,
+            Some(len) => {
+                let len = len.min(i64::MAX as u64) as i64;
+                let last = first.saturating_add((len - 1).saturating_mul(r.step));
+                if last < 0 {
+                    return Err(fail(dbg, format!("Negative range end index ({last}) isn't allowed for a range used for slicing")));
+                }
+                if last >= size {
+                    if r.adaptive {
+                        (size - first).unsigned_abs() as usize
+                    } else {
+                        return Err(fail(
+                            dbg,
+                            format!("Range end index {last} is out of bounds, because the sliced value has only {size} items"),
+                        ));
+                    }
+                } else {
+                    len as usize
+                }
+            }
+        })
+    }
+
+    fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
+        if let Some(s) = self.str_of(&recv) {
+            let chars: Vec<char> = s.chars().collect();
+            let n = self.slice_len(r, chars.len(), dbg)?;
+            let sub: String = (0..n as i64)
+                .map(|i| chars[(r.start + i * r.step) as usize])
+                .collect();
+            return Ok(self.arena_str(&sub));
+        }
+        let base = self.stack.len();
+        let size = self.push_items(recv, dbg, "[]\" left-hand operand")?;
+        let n = match self.slice_len(r, size, dbg) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stack.truncate(base);
+                return Err(e);
+            }
+        };
+        let from = self.seqs.len() as u32;
+        for i in 0..n as i64 {
+            let idx = r.start + i * r.step;
+            let v = self.stack[base + idx as usize];
+            self.seqs.push(v);
+        }
+        self.stack.truncate(base);
+        Ok(Value::Seq(from, n as u32))
+    }
+
+    // ------------------------------------------------------------ operators
+
+    pub(crate) fn values_equal(&self, a: &Value<'a>, b: &Value<'a>, dbg: u32) -> VResult<bool> {
+        match (a, b) {
+            (Value::Num(x), Value::Num(y)) => x.num_eq(y).map_err(|e| fail(dbg, e.to_string())),
+            (Value::Bool(x), Value::Bool(y)) => Ok(x == y),
+            (Value::Date(x), Value::Date(y)) => Ok(x.millis == y.millis),
+            _ => match (self.str_of(a), self.str_of(b)) {
+                (Some(x), Some(y)) => Ok(x == y),
+                _ => Err(fail(
+                    dbg,
+                    format!(
+                        "Can't compare values of these types. Allowed comparisons are between two numbers, two strings, two dates, or two booleans.\nLeft hand operand is {} {}.\nRight hand operand is {} {}.",
+                        article(a.type_name()), a.type_name(), article(b.type_name()), b.type_name()
+                    ),
+                )),
+            },
+        }
+    }
+
+    fn compare(&self, op: BinOp, a: &Value<'a>, b: &Value<'a>, dbg: u32) -> VResult<bool> {
+        let ord = match (a, b) {
+            (Value::Num(x), Value::Num(y)) => x.compare(y).map_err(|e| fail(dbg, e.to_string()))?,
+            (Value::Date(x), Value::Date(y)) => x.millis.cmp(&y.millis),
+            _ => {
+                if self.str_of(a).is_some() && self.str_of(b).is_some() {
+                    let sym = match op {
+                        BinOp::Lt => "<",
+                        BinOp::Le => "<=",
+                        BinOp::Gt => ">",
+                        _ => ">=",
+                    };
+                    return Err(fail(
+                        dbg,
+                        format!("Can't use operator \"{sym}\" on string values."),
+                    ));
+                }
+                return Err(fail(
+                    dbg,
+                    format!(
+                        "Can't compare values of these types. Allowed comparisons are between two numbers, two strings, two dates, or two booleans.\nLeft hand operand is {} {}.\nRight hand operand is {} {}.",
+                        article(a.type_name()), a.type_name(), article(b.type_name()), b.type_name()
+                    ),
+                ));
+            }
+        };
+        Ok(match op {
+            BinOp::Lt => ord.is_lt(),
+            BinOp::Le => ord.is_le(),
+            BinOp::Gt => ord.is_gt(),
+            _ => ord.is_ge(),
+        })
+    }
+
+    fn binary(&mut self, op: BinOp, a: Value<'a>, b: Value<'a>, dbg: u32) -> VResult<Value<'a>> {
+        let num_err = |e: crate::template::format::FormatError| fail(dbg, e.to_string());
+        match op {
+            BinOp::Eq => return Ok(Value::Bool(self.values_equal(&a, &b, dbg)?)),
+            BinOp::Ne => return Ok(Value::Bool(!self.values_equal(&a, &b, dbg)?)),
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                return Ok(Value::Bool(self.compare(op, &a, &b, dbg)?))
+            }
+            _ => {}
+        }
+        if let (Value::Num(x), Value::Num(y)) = (&a, &b) {
+            let r = match op {
+                BinOp::Add => x.add(y),
+                BinOp::Sub => x.sub(y),
+                BinOp::Mul => x.mul(y),
+                BinOp::Div => x.div(y),
+                _ => x.rem(y),
+            }
+            .map_err(num_err)?;
+            return Ok(Value::Num(r));
+        }
+        if op != BinOp::Add {
+            let bad = if matches!(a, Value::Num(_)) { &b } else { &a };
+            return Err(self.type_error(dbg, "arithmetic operand", "a number", bad));
+        }
+        // + on sequences, hashes, or strings.
+        let a_seq = self.seq_len(&a).is_some() && !matches!(a, Value::Json(j) if j.is_object());
+        let b_seq = self.seq_len(&b).is_some() && !matches!(b, Value::Json(j) if j.is_object());
+        if a_seq && b_seq {
+            let base = self.stack.len();
+            let n1 = self.push_items(a, dbg, "+")?;
+            let n2 = self.push_items(b, dbg, "+")?;
+            debug_assert_eq!(self.stack.len(), base + n1 + n2);
+            return Ok(self.make_seq(n1 + n2));
+        }
+        let a_hash = matches!(a, Value::Hash(..)) || matches!(a, Value::Json(j) if j.is_object());
+        let b_hash = matches!(b, Value::Hash(..)) || matches!(b, Value::Json(j) if j.is_object());
+        if a_hash && b_hash {
+            let start = self.hashes.len() as u32;
+            self.push_pairs(a);
+            self.push_pairs(b);
+            // Keep the first position of each key, the last value (LinkedHashMap putAll).
+            let end = self.hashes.len();
+            let mut i = start as usize;
+            let mut w = start as usize;
+            while i < end {
+                let (k, v) = self.hashes[i];
+                let ks = self.str_of(&k).unwrap_or("").to_string();
+                let mut found = None;
+                for j in start as usize..w {
+                    if self.str_of(&self.hashes[j].0) == Some(ks.as_str()) {
+                        found = Some(j);
+                        break;
+                    }
+                }
+                match found {
+                    Some(j) => self.hashes[j].1 = v,
+                    None => {
+                        self.hashes[w] = (k, v);
+                        w += 1;
+                    }
+                }
+                i += 1;
+            }
+            self.hashes.truncate(w);
+            return Ok(Value::Hash(start, w as u32 - start));
+        }
+        self.scratch.clear();
+        self.scalar_to_scratch(a, dbg)?;
+        self.scalar_to_scratch(b, dbg)?;
+        self.scratch_to_arena()
+    }
+
+    pub(crate) fn push_pairs(&mut self, h: Value<'a>) {
+        match h {
+            Value::Hash(s, len) => {
+                for i in s..s + len {
+                    let p = self.hashes[i as usize];
+                    self.hashes.push(p);
+                }
+            }
+            Value::Json(j) => {
+                if let Some(o) = j.as_object() {
+                    for (k, v) in o.iter() {
+                        self.hashes.push((Value::Str(k), Value::from_tape(v)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn make_range(&mut self, kind: RangeKind, dbg: u32) -> VResult<Value<'a>> {
+        let end = if kind == RangeKind::Unbounded {
+            None
+        } else {
+            Some(self.pop())
+        };
+        let start = self.pop();
+        let Value::Num(s) = start else {
+            return Err(self.type_error(dbg, "..\" left-hand operand", "a number", &start));
+        };
+        let s = s.long_value();
+        let r = match end {
+            None => Range {
+                start: s,
+                len: None,
+                step: 1,
+                adaptive: false,
+            },
+            Some(Value::Num(e)) => {
+                let e = e.long_value();
+                match kind {
+                    RangeKind::Inclusive => Range {
+                        start: s,
+                        len: Some(e.abs_diff(s).saturating_add(1)),
+                        step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
+                    },
+                    RangeKind::Exclusive => Range {
+                        start: s,
+                        len: Some(e.abs_diff(s)),
+                        step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
+                    },
+                    _ => Range {
+                        start: s,
+                        len: Some(e.unsigned_abs()),
+                        step: if e >= 0 { 1 } else { -1 },
+                        adaptive: true,
+                    },
+                }
+            }
+            Some(other) => {
+                return Err(self.type_error(dbg, "..\" right-hand operand", "a number", &other))
+            }
+        };
+        Ok(Value::Range(r))
+    }
+
+    // ------------------------------------------------------------ loops
+
+    fn loop_init(&mut self, l: usize, v: Value<'a>, dbg: u32) -> VResult<bool> {
+        let (src, len) = match v {
+            Value::Json(j) => {
+                if let Some(a) = j.as_array() {
+                    let n = a.len();
+                    (LoopSrc::Arr(a.iter()), Some(n))
+                } else if let Some(o) = j.as_object() {
+                    let n = o.len();
+                    (LoopSrc::Obj(o.iter()), Some(n))
+                } else {
+                    return Err(self.type_error(
+                        dbg,
+                        "#list\" list source",
+                        "a sequence or collection",
+                        &v,
+                    ));
+                }
+            }
+            Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
+            Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),
+            other => {
+                return Err(self.type_error(
+                    dbg,
+                    "#list\" list source",
+                    "a sequence or collection",
+                    &other,
+                ))
+            }
+        };
+        let st = LoopState {
+            src,
+            index: 0,
+            len,
+            started: false,
+        };
+        match self.loops.get_mut(l) {
+            Some(slot) => *slot = st,
+            None => return Err(fail(dbg, "internal error: loop slot out of range")),
+        }
+        Ok(len == Some(0))
+    }
+
+    fn loop_next(&mut self, l: usize) -> Option<(Value<'a>, Value<'a>)> {
+        let st = &mut self.loops[l];
+        if st.started {
+            st.index += 1;
+        } else {
+            st.started = true;
+        }
+        if let Some(len) = st.len {
+            if st.index >= len {
+                return None;
+            }
+        }
+        let idx = st.index;
+        match &mut st.src {
+            LoopSrc::Arr(it) => it.next().map(|v| (Value::from_tape(v), Value::Missing)),
+            LoopSrc::Obj(it) => it.next().map(|(k, v)| (Value::Str(k), Value::from_tape(v))),
+            LoopSrc::Pool(s) => {
+                let s = *s;
+                Some((self.seqs[s as usize + idx], Value::Missing))
+            }
+            LoopSrc::PoolHash(s) => {
+                let s = *s;
+                let (k, v) = self.hashes[s as usize + idx];
+                Some((k, v))
+            }
+            LoopSrc::Range(r) => Some((
+                Value::Num(Number::Int(
+                    r.start.wrapping_add((idx as i64).wrapping_mul(r.step)) as i32,
+                )),
+                Value::Missing,
+            )),
+        }
+    }
+
+    fn has_next(&self, l: usize) -> bool {
+        let st = &self.loops[l];
+        match st.len {
+            Some(len) => st.index + 1 < len,
+            None => true,
+        }
+    }
+
+    // ------------------------------------------------------------ calls
+
+    fn call_function(
+        &mut self,
+        m: u32,
+        argc: usize,
+        dbg: u32,
+        ctx: &Ctx<'_>,
+    ) -> VResult<Value<'a>> {
+        let _ = ctx;
+        let info = &self.p.macros[m as usize];
+        if !info.function {
+            return Err(fail(
+                dbg,
+                format!(
+                    "{} is a macro, not a function; call it with <@{}/>",
+                    info.name, info.name
+                ),
+            ));
+        }
+        if argc > info.params.len() {
+            return Err(fail(
+                dbg,
+                format!(
+                    "Function {:?} takes {} arguments, but {argc} were given",
+                    info.name,
+                    info.params.len()
+                ),
+            ));
+        }
+        if self.depth >= MAX_DEPTH {
+            return Err(fail(dbg, "Too deep recursion of macro or function calls"));
+        }
+        let base = self.locals.len();
+        self.locals
+            .resize(base + info.slots as usize, Value::Missing);
+        let from = self.stack.len() - argc;
+        for i in 0..argc {
+            self.locals[base + i] = self.stack[from + i];
+        }
+        self.stack.truncate(from);
+        let pc = info.pc;
+        let loop_base = self.reserve_loops(info.loops as usize);
+        let new = Ctx {
+            base,
+            loop_base,
+            caller: None,
+            site: None,
+        };
+        self.depth += 1;
+        let stack_before = self.stack.len();
+        let r = self.exec(pc as usize, &new);
+        self.depth -= 1;
+        self.locals.truncate(base);
+        self.loops.truncate(loop_base);
+        r?;
+        let v = if self.stack.len() > stack_before {
+            self.pop()
+        } else {
+            Value::Missing
+        };
+        self.stack.truncate(stack_before);
+        Ok(v)
+    }
+
+    fn call_macro(&mut self, m: u32, site: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        let info = &self.p.macros[m as usize];
+        let s = &self.p.sites[site as usize];
+        let argc = s.arg_params.len();
+        let dbg = u32::MAX;
+        if let Some(u) = &s.unknown_arg {
+            return Err(fail(
+                dbg,
+                format!("Macro {:?} has no parameter with name {u:?}.", info.name),
+            ));
+        }
+        if argc > info.params.len() {
+            return Err(fail(
+                dbg,
+                format!(
+                    "Macro {:?} only accepts {} parameters, but got {argc}.",
+                    info.name,
+                    info.params.len()
+                ),
+            ));
+        }
+        if self.depth >= MAX_DEPTH {
+            return Err(fail(dbg, "Too deep recursion of macro or function calls"));
+        }
+        let base = self.locals.len();
+        self.locals
+            .resize(base + info.slots as usize, Value::Missing);
+        let from = self.stack.len() - argc;
+        for (i, &pidx) in s.arg_params.iter().enumerate() {
+            self.locals[base + pidx as usize] = self.stack[from + i];
+        }
+        self.stack.truncate(from);
+        let loop_base = self.reserve_loops(info.loops as usize);
+        let new = Ctx {
+            base,
+            loop_base,
+            caller: Some(ctx),
+            site: Some(site),
+        };
+        self.depth += 1;
+        let r = self.exec(info.pc as usize, &new);
+        self.depth -= 1;
+        self.locals.truncate(base);
+        self.loops.truncate(loop_base);
+        r
+    }
+
+    /// Runs lambda `idx` on `arg` in frame `ctx`, returning its value.
+    pub(crate) fn call_lambda(
+        &mut self,
+        idx: u32,
+        arg: Value<'a>,
+        ctx_base: usize,
+        ctx_loop: usize,
+    ) -> VResult<Value<'a>> {
+        let info = &self.p.lambdas[idx as usize];
+        match self.locals.get_mut(ctx_base + info.slot as usize) {
+            Some(slot) => *slot = arg,
+            None => {
+                return Err(fail(
+                    u32::MAX,
+                    "A lambda can only be used where it is written",
+                ))
+            }
+        }
+        let ctx = Ctx {
+            base: ctx_base,
+            loop_base: ctx_loop,
+            caller: None,
+            site: None,
+        };
+        if self.depth >= MAX_DEPTH {
+            return Err(fail(u32::MAX, "Too deep recursion"));
+        }
+        self.depth += 1;
+        let before = self.stack.len();
+        let r = self.exec(info.pc as usize, &ctx);
+        self.depth -= 1;
+        r?;
+        let v = if self.stack.len() > before {
+            self.pop()
+        } else {
+            Value::Missing
+        };
+        self.stack.truncate(before);
+        Ok(v)
+    }
+
+    fn call_value(&mut self, argc: usize, dbg: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        let callee = self.stack[self.stack.len() - argc - 1];
+        match callee {
+            Value::Macro(m) => {
+                let v = self.call_function(m, argc, dbg, ctx)?;
+                self.pop(); // callee
+                self.stack.push(v);
+            }
+            Value::Method(kind, recv) => {
+                let from = self.stack.len() - argc;
+                let result = match kind {
+                    Method::Iterator => recv.map_or(Value::Missing, Value::Json),
+                    Method::Size => Value::Num(Number::Int(
+                        recv.and_then(|r| r.as_array()).map_or(0, |a| a.len()) as i32,
+                    )),
+                    Method::IsEmpty => {
+                        Value::Bool(recv.and_then(|r| r.as_array()).is_none_or(|a| a.is_empty()))
+                    }
+                    Method::ToJson => {
+                        if argc != 1 {
+                            return Err(fail(dbg, "toJsonString takes exactly one argument"));
+                        }
+                        let arg = self.stack[from];
+                        self.scratch.clear();
+                        let mut buf = std::mem::take(&mut self.scratch);
+                        let r = builtins::write_json(self, arg, &mut buf, 0);
+                        self.scratch = buf;
+                        r.map_err(|m| fail(dbg, m))?;
+                        self.scratch_to_arena()?
+                    }
+                };
+                self.stack.truncate(from - 1);
+                self.stack.push(result);
+            }
+            other => {
+                return Err(fail(
+                    dbg,
+                    format!(
+                        "Expected a method or function, but this has evaluated to {} {}:\n==> {}",
+                        article(other.type_name()),
+                        other.type_name(),
+                        self.dbg_text(dbg)
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ the loop
+
+    fn exec(&mut self, mut pc: usize, ctx: &Ctx<'_>) -> VResult<()> {
+        let p = self.p;
+        let code = &p.code[..];
+        loop {
+            if self.fuel == 0 {
+                return Err(fail(
+                    u32::MAX,
+                    "The template ran out of fuel (instruction budget exceeded)",
+                ));
+            }
+            self.fuel -= 1;
+            let Some(&ins) = code.get(pc) else {
+                return Ok(());
+            };
+            pc += 1;
+            match ins {
+                Instr::Text(s, e) => {
+                    self.out
+                        .extend_from_slice(&p.text.as_bytes()[s as usize..e as usize]);
+                    self.check_output()?;
+                }
+                Instr::Emit(dbg) => {
+                    let v = self.pop();
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
+                }
+                Instr::EmitJson(dbg) => {
+                    let v = self.pop();
+                    self.scratch.clear();
+                    self.scalar_to_scratch(v, dbg)?;
+                    let text = std::mem::take(&mut self.scratch);
+                    match std::str::from_utf8(&text) {
+                        Ok(s) => crate::template::format::escape::json_string(s, self.out),
+                        Err(_) => return Err(fail(dbg, "internal error: invalid UTF-8")),
+                    }
+                    self.scratch = text;
+                    self.scratch.clear();
+                    self.check_output()?;
+                }
+                Instr::Const(i) => {
+                    let v = match &p.consts[i as usize] {
+                        Const::Str(s) => Value::Str(s.as_str()),
+                        Const::Num(n) => Value::Num(*n),
+                        Const::Bool(b) => Value::Bool(*b),
+                    };
+                    self.stack.push(v);
+                }
+                Instr::PushMissing => self.stack.push(Value::Missing),
+                Instr::Load(s) => {
+                    let v = self.locals[ctx.base + s as usize];
+                    self.stack.push(v);
+                }
+                Instr::Store(s) => {
+                    let v = self.pop();
+                    self.locals[ctx.base + s as usize] = v;
+                }
+                Instr::LoadGlobal(g) => {
+                    let v = self.globals[g as usize];
+                    let v = if v.is_missing() {
+                        match p.globals[g as usize].as_str() {
+                            "input" => self.input,
+                            "UtilClass" => Value::Util,
+                            "statics" => Value::Statics,
+                            _ => Value::Missing,
+                        }
+                    } else {
+                        v
+                    };
+                    self.stack.push(v);
+                }
+                Instr::StoreGlobal(g) => {
+                    let v = self.pop();
+                    self.globals[g as usize] = v;
+                }
+                Instr::LoadRoot(r) => self.stack.push(match r {
+                    Root::Input => self.input,
+                    Root::UtilClass => Value::Util,
+                    Root::Statics => Value::Statics,
+                }),
+                Instr::MacroRef(m) => self.stack.push(Value::Macro(m)),
+                Instr::Check(dbg) => {
+                    if self.stack.last().is_none_or(|v| v.is_missing()) {
+                        return Err(self.missing_error(dbg));
+                    }
+                }
+                Instr::Dot(name, dbg) => {
+                    let recv = self.pop();
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::LocalDot(slot, name, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(dbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::InputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::Index(dbg) => {
+                    let key = self.pop();
+                    let recv = self.pop();
+                    let v = self.index(recv, key, dbg)?;
+                    self.stack.push(v);
+                }
+                Instr::Call(argc, dbg) => self.call_value(argc as usize, dbg, ctx)?,
+                Instr::Builtin(bi, argc, dbg) => {
+                    builtins::apply(self, bi, argc as usize, dbg, ctx.base, ctx.loop_base)?;
+                    self.check_pools()?;
+                }
+                Instr::Exists => {
+                    let v = self.pop();
+                    self.stack.push(Value::Bool(!v.is_missing()));
+                }
+                Instr::DefaultJump(t) => {
+                    if self.stack.last().is_some_and(|v| !v.is_missing()) {
+                        pc = t as usize;
+                    } else {
+                        self.pop();
+                    }
+                }
+                Instr::JumpIfSet(s, t) => {
+                    if !self.locals[ctx.base + s as usize].is_missing() {
+                        pc = t as usize;
+                    }
+                }
+                Instr::RequireParam(s, i) => {
+                    if self.locals[ctx.base + s as usize].is_missing() {
+                        let name = self
+                            .p
+                            .macros
+                            .iter()
+                            .find(|m| {
+                                m.pc as usize <= pc && (pc - m.pc as usize) <= m.params.len() * 4
+                            })
+                            .map_or("?", |m| m.name.as_str());
+                        let pname = self
+                            .p
+                            .macros
+                            .iter()
+                            .find(|m| m.name == name)
+                            .and_then(|m| m.params.get(i as usize))
+                            .map_or("?", |s| s.as_str());
+                        return Err(fail(
+                            u32::MAX,
+                            format!(
+                                "When calling macro {name:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                i + 1
+                            ),
+                        ));
+                    }
+                }
+                Instr::Not(dbg) => {
+                    let v = self.pop();
+                    match v {
+                        Value::Bool(b) => self.stack.push(Value::Bool(!b)),
+                        other => {
+                            return Err(self.type_error(dbg, "!\" operand", "a boolean", &other))
+                        }
+                    }
+                }
+                Instr::Neg(dbg) => {
+                    let v = self.pop();
+                    match v {
+                        Value::Num(n) => {
+                            let r = n.neg().map_err(|e| fail(dbg, e.to_string()))?;
+                            self.stack.push(Value::Num(r));
+                        }
+                        other => {
+                            return Err(self.type_error(dbg, "-\" operand", "a number", &other))
+                        }
+                    }
+                }
+                Instr::Plus(dbg) => {
+                    if !matches!(self.stack.last(), Some(Value::Num(_))) {
+                        let v = self.pop();
+                        return Err(self.type_error(dbg, "+\" operand", "a number", &v));
+                    }
+                }
+                Instr::Bin(op, dbg) => {
+                    let b = self.pop();
+                    let a = self.pop();
+                    let v = self.binary(op, a, b, dbg)?;
+                    self.stack.push(v);
+                    self.check_pools()?;
+                }
+                Instr::JumpIf(flag, t, dbg) => {
+                    let v = self.pop();
+                    match v {
+                        Value::Bool(b) => {
+                            if b == flag {
+                                pc = t as usize;
+                            }
+                        }
+                        other => {
+                            return Err(self.type_error(
+                                dbg,
+                                "#if\" condition",
+                                "a boolean",
+                                &other,
+                            ))
+                        }
+                    }
+                }
+                Instr::ShortJump(flag, t, dbg) => match self.stack.last() {
+                    Some(Value::Bool(b)) => {
+                        if *b == flag {
+                            pc = t as usize;
+                        } else {
+                            self.pop();
+                        }
+                    }
+                    _ => {
+                        let v = self.pop();
+                        return Err(self.type_error(
+                            dbg,
+                            "&&\" or \"||\" operand",
+                            "a boolean",
+                            &v,
+                        ));
+                    }
+                },
+                Instr::CheckBool(dbg) => {
+                    if !matches!(self.stack.last(), Some(Value::Bool(_))) {
+                        let v = self.pop();
+                        return Err(self.type_error(
+                            dbg,
+                            "&&\" or \"||\" operand",
+                            "a boolean",
+                            &v,
+                        ));
+                    }
+                }
+                Instr::Jump(t) => pc = t as usize,
+                Instr::MakeRange(kind, dbg) => {
+                    let r = self.make_range(kind, dbg)?;
+                    self.stack.push(r);
+                }
+                Instr::MakeSeq(n) => {
+                    let v = self.make_seq(n as usize);
+                    self.stack.push(v);
+                }
+                Instr::MakeHash(n) => {
+                    let n = n as usize;
+                    let from = self.stack.len() - 2 * n;
+                    let start = self.hashes.len() as u32;
+                    for i in 0..n {
+                        let k = self.stack[from + 2 * i];
+                        let v = self.stack[from + 2 * i + 1];
+                        if self.str_of(&k).is_none() {
+                            return Err(self.type_error(u32::MAX, "{...}\" key", "a string", &k));
+                        }
+                        self.hashes.push((k, v));
+                    }
+                    self.stack.truncate(from);
+                    // Duplicate keys: the later value wins but keeps the first position.
+                    let h = Value::Hash(start, n as u32);
+                    let h = self.dedupe_hash(h);
+                    self.stack.push(h);
+                }
+                Instr::Concat(n, dbg) => {
+                    let from = self.stack.len() - n as usize;
+                    self.scratch.clear();
+                    for i in 0..n as usize {
+                        let v = self.stack[from + i];
+                        self.scalar_to_scratch(v, dbg)?;
+                    }
+                    self.stack.truncate(from);
+                    let v = self.scratch_to_arena()?;
+                    self.stack.push(v);
+                }
+                Instr::LoopInit(l, t, dbg) => {
+                    let v = self.pop();
+                    if self.loop_init(ctx.loop_base + l as usize, v, dbg)? {
+                        pc = t as usize;
+                    }
+                }
+                Instr::LoopNext(l, a, b, t) => match self.loop_next(ctx.loop_base + l as usize) {
+                    Some((x, y)) => {
+                        self.locals[ctx.base + a as usize] = x;
+                        if b != u32::MAX {
+                            self.locals[ctx.base + b as usize] = y;
+                        }
+                    }
+                    None => pc = t as usize,
+                },
+                Instr::JumpIfLast(l, t) => {
+                    if !self.has_next(ctx.loop_base + l as usize) {
+                        pc = t as usize;
+                    }
+                }
+                Instr::LoopVar(l, prop) => {
+                    let li = ctx.loop_base + l as usize;
+                    let idx = self.loops[li].index;
+                    let v = match prop {
+                        LoopProp::Index => Value::Num(Number::Int(idx as i32)),
+                        LoopProp::Counter => Value::Num(Number::Int(idx as i32 + 1)),
+                        LoopProp::HasNext => Value::Bool(self.has_next(li)),
+                        LoopProp::IsFirst => Value::Bool(idx == 0),
+                        LoopProp::IsLast => Value::Bool(!self.has_next(li)),
+                        LoopProp::Parity => Value::Str(if idx % 2 == 0 { "odd" } else { "even" }),
+                        LoopProp::ParityCap => {
+                            Value::Str(if idx % 2 == 0 { "Odd" } else { "Even" })
+                        }
+                        LoopProp::IsEven => Value::Bool(idx % 2 == 1),
+                        LoopProp::IsOdd => Value::Bool(idx % 2 == 0),
+                    };
+                    self.stack.push(v);
+                }
+                Instr::LoopCycle(l, argc) => {
+                    let li = ctx.loop_base + l as usize;
+                    let idx = self.loops[li].index;
+                    let argc = argc as usize;
+                    if argc == 0 {
+                        return Err(fail(u32::MAX, "?item_cycle needs at least one argument"));
+                    }
+                    let from = self.stack.len() - argc;
+                    let v = self.stack[from + idx % argc];
+                    self.stack.truncate(from);
+                    self.stack.push(v);
+                }
+                Instr::CallMacro(m, site) => self.call_macro(m, site, ctx)?,
+                Instr::Nested(argc, dbg) => {
+                    let argc = argc as usize;
+                    let (Some(caller), Some(site)) = (ctx.caller, ctx.site) else {
+                        self.stack.truncate(self.stack.len() - argc);
+                        continue;
+                    };
+                    let body = p.sites[site as usize].body.as_ref();
+                    let Some((bpc, slots)) = body else {
+                        self.stack.truncate(self.stack.len() - argc);
+                        continue;
+                    };
+                    let from = self.stack.len() - argc;
+                    for (i, s) in slots.iter().enumerate() {
+                        let v = if i < argc {
+                            self.stack[from + i]
+                        } else {
+                            Value::Missing
+                        };
+                        self.locals[caller.base + *s as usize] = v;
+                    }
+                    self.stack.truncate(from);
+                    if self.depth >= MAX_DEPTH {
+                        return Err(fail(dbg, "Too deep recursion"));
+                    }
+                    self.depth += 1;
+                    let r = self.exec(*bpc as usize, caller);
+                    self.depth -= 1;
+                    r?;
+                }
+                Instr::Ret | Instr::ReturnValue => return Ok(()),
+                Instr::CaptureBegin | Instr::CompressBegin => self.marks.push(self.out.len()),
+                Instr::CaptureEnd => {
+                    let m = self.marks.pop().unwrap_or(self.out.len());
+                    let a = self.arena.len() as u32;
+                    match std::str::from_utf8(&self.out[m..]) {
+                        Ok(s) => self.arena.push_str(s),
+                        Err(_) => {
+                            return Err(fail(
+                                u32::MAX,
+                                "internal error: captured output is not UTF-8",
+                            ))
+                        }
+                    }
+                    self.out.truncate(m);
+                    self.stack.push(Value::Arena(a, self.arena.len() as u32));
+                }
+                Instr::CompressEnd => {
+                    let m = self.marks.pop().unwrap_or(self.out.len());
+                    self.scratch.clear();
+                    compress(&self.out[m..], &mut self.scratch);
+                    self.out.truncate(m);
+                    self.out.extend_from_slice(&self.scratch);
+                    self.scratch.clear();
+                }
+                Instr::Setting(name, dbg) => {
+                    let v = self.pop();
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad setting constant"));
+                    };
+                    let val: Cow<'a, str> = match v {
+                        Value::Str(s) => Cow::Borrowed(s),
+                        Value::Arena(a, b) => {
+                            Cow::Owned(self.arena[a as usize..b as usize].to_string())
+                        }
+                        Value::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+                        other => {
+                            return Err(self.type_error(
+                                dbg,
+                                "#setting\" value",
+                                "a string",
+                                &other,
+                            ))
+                        }
+                    };
+                    self.apply_setting(n.as_str(), val, dbg)?;
+                }
+                Instr::Lambda(i) => self.stack.push(Value::Lambda(i)),
+                Instr::Fail(msg, dbg) => {
+                    let Const::Str(m) = &p.consts[msg as usize] else {
+                        return Err(fail(dbg, "template error"));
+                    };
+                    return Err(fail(dbg, m.clone()));
+                }
+                Instr::Pop => {
+                    self.pop();
+                }
+                Instr::CaseEq(slot, dbg) => {
+                    let c = self.pop();
+                    let v = self.locals[ctx.base + slot as usize];
+                    let eq = self.values_equal(&v, &c, dbg)?;
+                    self.stack.push(Value::Bool(eq));
+                }
+                Instr::Stop => {
+                    return Err(VmError {
+                        message: String::new(),
+                        dbg: u32::MAX,
+                        stop: true,
+                    })
+                }
+            }
+        }
+    }
+
+    fn dedupe_hash(&mut self, h: Value<'a>) -> Value<'a> {
+        let Value::Hash(start, n) = h else { return h };
+        let start = start as usize;
+        let end = start + n as usize;
+        let mut w = start;
+        for i in start..end {
+            let (k, v) = self.hashes[i];
+            let mut found = None;
+            for j in start..w {
+                if self.str_of(&self.hashes[j].0) == self.str_of(&k) {
+                    found = Some(j);
+                    break;
+                }
+            }
+            match found {
+                Some(j) => self.hashes[j].1 = v,
+                None => {
+                    self.hashes[w] = (k, v);
+                    w += 1;
+                }
+            }
+        }
+        self.hashes.truncate(w);
+        Value::Hash(start as u32, (w - start) as u32)
+    }
+}
+
+impl VmError {
+    fn with_prefix(self) -> VmError {
+        self
+    }
+}
+
+pub(crate) fn article(t: &str) -> &'static str {
+    if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// `#compress`: drops leading and trailing white-space, turns each white-space run containing a
+/// line break into one line break and every other run into one space.
+fn compress(input: &[u8], out: &mut BytesMut) {
+    let mut i = 0;
+    let n = input.len();
+    let mut at_start = true;
+    while i < n {
+        let c = input[i];
+        if c == b' ' || c == b'\t' || c == b'\n' || c == b'\r' || c == 0x0c {
+            let mut nl = false;
+            while i < n && matches!(input[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
+                if input[i] == b'\n' || input[i] == b'\r' {
+                    nl = true;
+                }
+                i += 1;
+            }
+            if at_start || i == n {
+                continue;
+            }
+            out.extend_from_slice(if nl { b"\n" } else { b" " });
+        } else {
+            at_start = false;
+            out.extend_from_slice(&[c]);
+            i += 1;
+        }
+    }
+}
