@@ -1299,13 +1299,13 @@ impl Gen<'_> {
                     let c = self.pick(&["?c", "", "?c"]);
                     format!("\"{key}\": ${{{e}{c}}}")
                 }
-                3 | 4 => {
-                    let e = self.expr(Ty::Bool);
-                    format!("\"{key}\": ${{{e}?c}}")
-                }
                 4 if self.on("if", 100) => {
                     let p = self.missing_or_real(Ty::Str);
                     format!("<#if {p}??>{nl}{indent}\"{key}\": \"${{{p}}}\",{nl}{indent}</#if>\"{key}_seen\": true")
+                }
+                3 | 4 => {
+                    let e = self.expr(Ty::Bool);
+                    format!("\"{key}\": ${{{e}?c}}")
                 }
                 _ => {
                     let v = self.expr(Ty::Hash);
