@@ -10,10 +10,12 @@
 //! - `HOOKPIPE_DIFF_CASES=N`: how many cases (default 2000; `0` skips the random run).
 //! - `HOOKPIPE_DIFF_SEED=S`: the first case's seed (default fixed, so CI is deterministic); case
 //!   `i` uses seed `S + i`, so `HOOKPIPE_DIFF_SEED=<seed printed> HOOKPIPE_DIFF_CASES=1` replays one.
-//! - `HOOKPIPE_DIFF_FEATURES=a,b` (only those) or `-a,-b` (all but those): generated areas.
+//! - `HOOKPIPE_DIFF_FEATURES=a,b` (only those), `-a,-b` (the default set but those) or `all`:
+//!   generated areas (see `ftlgen::FEATURES`). The default set leaves out the features that
+//!   exercise documented differences from FreeMarker (`locale`, `bignum`), so it fails on bugs only.
 //! - `HOOKPIPE_DIFF_SHOW=N`: mismatches printed in full and minimised (default 8).
 //! - `HOOKPIPE_DIFF_MATRIX=1`: run N cases for each feature alone (with `interp`) and print a
-//!   table of which areas agree.
+//!   table of which areas agree (documented differences are printed but do not fail it).
 //! - `HOOKPIPE_DIFF_DUMP=FILE`: also write every case and FreeMarker's verdict there (JSON lines),
 //!   to inspect what the generator produces.
 //! - `HOOKPIPE_FTL_ORACLE=PATH`: the oracle script (default `<manifest>/../shared/tools/ftl-oracle/ftl-oracle`).
@@ -550,7 +552,9 @@ fn random_templates_match_freemarker() {
                 "  {name:<11} {:>6} {:>6} {:>6}\n",
                 r.compared, r.oracle_errors, r.mismatches
             ));
-            total += r.mismatches;
+            if !ftlgen::KNOWN_DIFFERENCES.contains(name) {
+                total += r.mismatches;
+            }
         }
         eprintln!("{table}");
         assert!(total == 0, "{total} mismatches\n{table}");
