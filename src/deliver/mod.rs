@@ -2,21 +2,40 @@
 //! the tries within one attempt. It knows nothing of Kafka: it takes a rendered body and returns
 //! the outcome of an attempt.
 //!
-//! CONTRACT (being written; these signatures are what the pipeline uses).
+//! Split by role: [`client`] (the pooled transport and one try), [`request`] (the header block and
+//! the request of one try), [`signing`] (Standard Webhooks and `X-Amplitude-Signature`),
+//! [`policy`] (the pure retry decision) and [`attempt`] (the tries of one attempt on tokio's clock).
+
+pub mod attempt;
+pub mod client;
+pub mod policy;
+pub mod request;
+pub mod signing;
+#[cfg(test)]
+mod tests;
+
+pub use attempt::AttemptPolicy;
+pub use client::{BuildError, Client, ClientOptions};
+pub use policy::{classify, Decision, TransportError};
 
 use bytes::Bytes;
 use std::time::Duration;
 
 /// What a request carries, named in the `x-hookpipe-type` header so receivers can dispatch on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized (in parked and dead-lettered records) as that same header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// An event (`events.track`).
+    #[serde(rename = "events.track")]
     Track,
     /// A user: an identify update, or the user carried by an event (`events.identify`).
+    #[serde(rename = "events.identify")]
     Identify,
     /// A batch of a cohort's membership change (`cohorts.computed`).
+    #[serde(rename = "cohorts.computed")]
     Cohort,
     /// An Amplitude `$exposure` event (`experiments.exposure`).
+    #[serde(rename = "experiments.exposure")]
     Exposure,
 }
 
@@ -32,8 +51,9 @@ impl Kind {
     }
 }
 
-/// A destination's endpoint, built from the validated config.
-#[derive(Debug, Clone)]
+/// A destination's endpoint, built from the validated config. Its `Debug` output redacts header
+/// values and secrets.
+#[derive(Clone)]
 pub struct Endpoint {
     /// Destination name (for errors and metrics, never secrets).
     pub name: String,
@@ -49,6 +69,20 @@ pub struct Endpoint {
     pub signing_secrets: Vec<String>,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("header_names", &header_names)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("signing_secrets", &self.signing_secrets.len())
+            .finish()
+    }
+}
+
 /// One delivery: the same id across every try, attempt and restart.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -60,8 +94,8 @@ pub struct Request {
     pub body: Bytes,
 }
 
-/// One HTTP try within an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One HTTP try within an attempt. Serialized into parked and dead-lettered records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Try {
     /// When the try started, in unix milliseconds.
     pub started_unix_ms: u64,
@@ -86,21 +120,16 @@ pub enum Outcome {
     },
 }
 
-/// A destination's HTTP client: pooled keep-alive connections (HTTP/1.1 and HTTP/2, rustls with
-/// the webpki roots), no redirects followed, response bodies drained with a size cap.
-/// Cloning is shallow.
-#[derive(Debug, Clone)]
-pub struct Client {}
-
-impl Client {
-    /// Builds the client for an endpoint; fails on an unusable URL or header.
-    pub fn new(_endpoint: Endpoint) -> Result<Client, Box<dyn std::error::Error + Send + Sync>> {
-        unimplemented!("delivery under construction")
+impl Outcome {
+    /// Every try of the attempt, in order.
+    pub fn tries(&self) -> &[Try] {
+        match self {
+            Outcome::Delivered { tries } | Outcome::Failed { tries } => tries,
+        }
     }
 
-    /// Makes one attempt: up to three tries on 5xx, 429, connection errors and timeouts, 100 ms
-    /// doubling backoff with 50% jitter, no new try later than 4 s after the attempt began.
-    pub async fn attempt(&self, _request: &Request) -> Outcome {
-        unimplemented!("delivery under construction")
+    /// Whether a try got a 2xx.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
     }
 }

@@ -1,1 +1,193 @@
-//! pipeline (under construction).
+//! The pipeline: the one place that wires source → route → render → deliver → settle.
+//!
+//! [`run`] builds one HTTP client per destination, the failure path, the Kafka source and
+//! `pipeline.workers` workers, then consumes until the shutdown token fires, drains in-flight
+//! deliveries within `drain_timeout`, commits what is settled and returns.
+//!
+//! # Ordering, limits and a slow destination
+//! Each partition is handled by one worker, message after message, so first attempts to a
+//! destination start in partition order. A delivery is admitted only when its destination has
+//! fewer than `max_in_flight_per_destination` deliveries in flight and the process fewer than
+//! `max_in_flight`; it holds both permits until settled. A message waits for admission of each
+//! of its deliveries in turn, so when a destination is saturated the worker waits, its queue
+//! fills, and the source pauses those partitions: memory stays bounded and Kafka is the buffer.
+//!
+//! The price of keeping partition order with bounded memory: a destination that is slow (not
+//! failing) and saturated slows the other destinations fed by the same partitions, down to its
+//! own throughput (`max_in_flight_per_destination / latency`). A *failing* destination holds a
+//! permit for one attempt only (at most ~4 s of tries plus the request timeout) and then hands
+//! the delivery to the failure path, so it cannot stall healthy destinations beyond that. With
+//! the durable retry tiers (`retry::Parker` behind [`settle::FailurePath`]) the failed work waits
+//! in Kafka, not in memory or in the partitions' way. Raise `max_in_flight_per_destination` for
+//! destinations with high latency and high volume.
+
+pub mod id;
+pub mod settle;
+pub mod user;
+mod worker;
+
+use crate::config::{Config, Destination};
+use crate::deliver::{self, Client, Endpoint};
+use crate::route::TopicKind;
+use crate::source::{self, Source, SourceError};
+use crate::telemetry::{DestinationMetrics, Telemetry};
+use settle::{DeadLetters, FailurePath};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Messages queued per worker before its partitions are paused.
+const WORKER_QUEUE: usize = 256;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A destination's HTTP client could not be built.
+    #[error("destination {destination:?}: {source}")]
+    Client {
+        /// The destination.
+        destination: String,
+        /// Why.
+        source: deliver::BuildError,
+    },
+    /// The dead-letter producer could not be created.
+    #[error("dead-letter producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    /// The consumer could not be created or subscribed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// What a finished run left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Offsets whose deliveries were still in flight at the drain deadline (not committed,
+    /// redelivered after restart).
+    pub abandoned: usize,
+}
+
+/// Everything the workers and delivery tasks share. Built once; read-only afterwards.
+pub(crate) struct Shared {
+    destinations: Vec<Arc<Destination>>,
+    clients: Vec<Client>,
+    metrics: Vec<DestinationMetrics>,
+    permits: Vec<Arc<Semaphore>>,
+    total: Arc<Semaphore>,
+    failure: Arc<dyn FailurePath>,
+    telemetry: Arc<Telemetry>,
+    topic_kinds: HashMap<String, TopicKind>,
+    shutdown: CancellationToken,
+}
+
+/// The delivery client's view of a destination (secrets exposed here, and only here).
+pub fn endpoint(d: &Destination) -> Endpoint {
+    Endpoint {
+        name: d.name.clone(),
+        url: d.url.clone(),
+        headers: d
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.expose().to_string()))
+            .collect(),
+        connect_timeout: d.connect_timeout,
+        request_timeout: d.request_timeout,
+        signing_secrets: d
+            .signing_secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect(),
+    }
+}
+
+/// Runs the pipeline until `shutdown` fires, then drains and commits. See the module docs.
+pub async fn run(
+    config: Config,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<Summary, PipelineError> {
+    let mut clients = Vec::new();
+    for d in &config.destinations {
+        let client = Client::new(endpoint(d)).map_err(|source| PipelineError::Client {
+            destination: d.name.clone(),
+            source,
+        })?;
+        clients.push(client);
+    }
+    let base = source::client_config(&config.kafka);
+    let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
+        .map_err(PipelineError::Producer)?;
+    let mut topic_kinds = HashMap::new();
+    for t in &config.topics.events {
+        topic_kinds.insert(t.clone(), TopicKind::Events);
+    }
+    for t in &config.topics.identify {
+        topic_kinds.insert(t.clone(), TopicKind::Identify);
+    }
+    let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
+    let source = Source::new(
+        &config.kafka,
+        &inputs,
+        config.pipeline.commit_interval,
+        telemetry.clone(),
+    )?;
+    let shared = Arc::new(Shared {
+        metrics: config
+            .destinations
+            .iter()
+            .map(|d| telemetry.destination(&d.name))
+            .collect(),
+        permits: config
+            .destinations
+            .iter()
+            .map(|_| {
+                Arc::new(Semaphore::new(
+                    config.pipeline.max_in_flight_per_destination,
+                ))
+            })
+            .collect(),
+        total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
+        destinations: config.destinations.clone(),
+        clients,
+        failure: Arc::new(dead_letters.clone()),
+        telemetry: telemetry.clone(),
+        topic_kinds,
+        shutdown: shutdown.clone(),
+    });
+    let mut senders = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..config.pipeline.workers {
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        senders.push(tx);
+        workers.push(tokio::spawn(worker::Worker::new(shared.clone()).run(rx)));
+    }
+    info!(
+        destinations = config.destinations.len(),
+        workers = config.pipeline.workers,
+        topics = ?inputs,
+        "pipeline running"
+    );
+    telemetry.set_ready(true);
+    source.run(&senders, &shutdown).await;
+    telemetry.set_ready(false);
+
+    info!(timeout = ?config.pipeline.drain_timeout, "shutting down: draining in-flight deliveries");
+    drop(senders);
+    let abandoned = source.drain(config.pipeline.drain_timeout).await;
+    source.commit_settled(rdkafka::consumer::CommitMode::Sync);
+    if abandoned > 0 {
+        warn!(
+            abandoned,
+            "drain deadline passed; unsettled offsets will be redelivered"
+        );
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    source.close();
+    dead_letters.flush(Duration::from_secs(5));
+    info!(abandoned, "pipeline stopped");
+    Ok(Summary { abandoned })
+}

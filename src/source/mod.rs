@@ -1,1 +1,420 @@
-//! source (under construction).
+//! The Kafka source: a consumer-group member that feeds each assigned partition, in order, to
+//! the one worker that owns it, and commits per-partition watermarks of settled offsets.
+//!
+//! - Offsets: `enable.auto.commit=false`; hookpipe commits each partition's watermark (see
+//!   [`watermark`]) every `commit_interval`, synchronously on revoke, and once more at shutdown.
+//!   An offset is committed only when it and every earlier offset are settled.
+//! - Sharding: partition → worker by a stable hash, over bounded per-worker queues (no global
+//!   lock). One partition always goes to the same worker, so first attempts keep partition order.
+//! - Backpressure: when a worker's queue is full, the partition is paused (Kafka is the buffer)
+//!   and the few messages librdkafka had already handed over wait in a per-partition stash;
+//!   the partition resumes once its stash drains into the worker. Polling never stops, so the
+//!   consumer never overruns `max.poll.interval.ms`.
+//! - Rebalances: on revoke, a partition's tracker is marked revoked (its queued messages and
+//!   in-flight settlements no longer count) and its watermark is committed synchronously.
+//!
+//! The source knows nothing of templates or HTTP.
+
+pub mod watermark;
+
+pub use watermark::{PartitionTracker, Settlement};
+
+use crate::config;
+use crate::telemetry::Telemetry;
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How often paused partitions try to hand their stash to their worker.
+const STASH_RETRY: Duration = Duration::from_millis(10);
+
+/// One consumed message, owned, with the tracker of the partition assignment it came from.
+#[derive(Debug)]
+pub struct SourceMessage {
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The Kafka timestamp (create or log-append time), unix milliseconds.
+    pub timestamp_ms: Option<i64>,
+    /// The message value (empty for a null value).
+    pub payload: Bytes,
+    /// Settlement tracking for this partition assignment.
+    pub tracker: Arc<PartitionTracker>,
+}
+
+/// Why the source could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration (a bad `[kafka.settings]` property, usually).
+    #[error("kafka consumer configuration: {0}")]
+    Config(#[source] KafkaError),
+    /// Subscribing to the input topics failed.
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        /// The topics.
+        topics: Vec<String>,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+}
+
+/// The librdkafka properties shared by hookpipe's consumer and producers: bootstrap servers and
+/// the pass-through `[kafka.settings]` (security, SASL, TLS, ...).
+pub fn client_config(kafka: &config::Kafka) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in &kafka.settings {
+        c.set(k, v.expose());
+    }
+    c
+}
+
+/// The partitions currently assigned to this process, with their trackers.
+#[derive(Debug, Default)]
+struct Assigned {
+    map: Mutex<HashMap<(Arc<str>, i32), Arc<PartitionTracker>>>,
+}
+
+impl Assigned {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), Arc<PartitionTracker>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionTracker>> {
+        self.lock().get(&(Arc::from(topic), partition)).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<PartitionTracker>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Commits `trackers`' moved watermarks; `Sync` waits for the broker.
+fn commit<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    trackers: &[Arc<PartitionTracker>],
+    mode: CommitMode,
+    telemetry: &Telemetry,
+) {
+    let mut tpl = TopicPartitionList::new();
+    let mut taken = Vec::new();
+    for t in trackers {
+        if let Some(wm) = t.take_commit() {
+            if tpl
+                .add_partition_offset(t.topic(), t.partition(), Offset::Offset(wm))
+                .is_ok()
+            {
+                taken.push(t.clone());
+            } else {
+                t.commit_failed();
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            // Async commits report their outcome in the commit callback.
+            if matches!(mode, CommitMode::Sync) {
+                telemetry.committed(true, tpl.count());
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, partitions = tpl.count(), "offset commit failed; will retry");
+            telemetry.committed(false, tpl.count());
+            taken.iter().for_each(|t| t.commit_failed());
+        }
+    }
+}
+
+/// The consumer's callbacks: rebalances, commit results and statistics.
+struct Context {
+    assigned: Arc<Assigned>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            let lag: i64 = t
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum();
+            self.telemetry.consumer_lag(topic, lag);
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut map = self.assigned.lock();
+                for e in tpl.elements() {
+                    let key = (Arc::from(e.topic()), e.partition());
+                    map.insert(
+                        key,
+                        Arc::new(PartitionTracker::new(e.topic(), e.partition())),
+                    );
+                }
+                drop(map);
+                self.telemetry.rebalanced("assign", tpl.count() as i64);
+                info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut revoked = Vec::new();
+                let mut map = self.assigned.lock();
+                for e in tpl.elements() {
+                    if let Some(t) = map.remove(&(Arc::from(e.topic()), e.partition())) {
+                        t.revoke();
+                        revoked.push(t);
+                    }
+                }
+                drop(map);
+                if !consumer.assignment_lost() {
+                    commit(consumer, &revoked, CommitMode::Sync, &self.telemetry);
+                }
+                let outstanding: usize = revoked.iter().map(|t| t.outstanding()).sum();
+                self.telemetry.rebalanced("revoke", -(revoked.len() as i64));
+                info!(
+                    partitions = revoked.len(),
+                    abandoned_offsets = outstanding,
+                    "partitions revoked; settled offsets committed, in-flight work abandoned"
+                );
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused under a previous assignment must not stay paused.
+            let _ = consumer.resume(tpl);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let ok = result.is_ok();
+        self.telemetry.committed(ok, offsets.count());
+        if let Err(e) = result {
+            warn!(error = %e, "async offset commit failed; will retry");
+            for el in offsets.elements() {
+                if let Some(t) = self.assigned.get(el.topic(), el.partition()) {
+                    t.commit_failed();
+                }
+            }
+        }
+    }
+}
+
+/// The consumer and its assignment. Create with [`Source::new`], feed workers with
+/// [`Source::run`], then [`Source::drain`] and [`Source::commit_settled`] at shutdown.
+pub struct Source {
+    consumer: StreamConsumer<Context>,
+    assigned: Arc<Assigned>,
+    telemetry: Arc<Telemetry>,
+    commit_interval: Duration,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Creates the consumer and subscribes to `topics`. Does not wait for an assignment.
+    pub fn new(
+        kafka: &config::Kafka,
+        topics: &[String],
+        commit_interval: Duration,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Source, SourceError> {
+        let mut c = ClientConfig::new();
+        // Defaults the user may override in [kafka.settings]...
+        c.set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .set("queued.max.messages.kbytes", "16384");
+        for (k, v) in client_config(kafka).config_map() {
+            c.set(k, v);
+        }
+        // ...and the properties the commit protocol depends on, which they may not.
+        c.set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let assigned = Arc::new(Assigned::default());
+        let context = Context {
+            assigned: assigned.clone(),
+            telemetry: telemetry.clone(),
+        };
+        let consumer: StreamConsumer<Context> = c
+            .create_with_context(context)
+            .map_err(SourceError::Config)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| SourceError::Subscribe {
+                topics: topics.to_vec(),
+                source,
+            })?;
+        Ok(Source {
+            consumer,
+            assigned,
+            telemetry,
+            commit_interval,
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled, handing each message to
+    /// `shards[tracker.shard(shards.len())]`, pausing partitions whose worker is full, and
+    /// committing settled watermarks every `commit_interval`.
+    pub async fn run(&self, shards: &[mpsc::Sender<SourceMessage>], shutdown: &CancellationToken) {
+        let mut stash: HashMap<(Arc<str>, i32), VecDeque<SourceMessage>> = HashMap::new();
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stash_tick = tokio::time::interval(STASH_RETRY);
+        stash_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = commit_tick.tick() => self.commit_settled(CommitMode::Async),
+                _ = stash_tick.tick(), if !stash.is_empty() => self.flush(&mut stash, shards),
+                received = self.consumer.recv() => {
+                    let m = match received {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!(error = %e, "kafka consumer error");
+                            continue;
+                        }
+                    };
+                    let Some(tracker) = self.assigned.get(m.topic(), m.partition()) else {
+                        // Not (or no longer) assigned: its owner will read it.
+                        continue;
+                    };
+                    self.telemetry.message_consumed(m.topic(), m.partition(), m.offset());
+                    let msg = SourceMessage {
+                        topic: tracker.topic().clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                        tracker,
+                    };
+                    drop(m);
+                    self.dispatch(msg, &mut stash, shards);
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        msg: SourceMessage,
+        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        shards: &[mpsc::Sender<SourceMessage>],
+    ) {
+        let key = (msg.topic.clone(), msg.partition);
+        if let Some(queue) = stash.get_mut(&key) {
+            // Paused: keep partition order behind the stash.
+            queue.push_back(msg);
+            return;
+        }
+        let shard = msg.tracker.shard(shards.len());
+        match shards[shard].try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.pause(&msg.topic, msg.partition, true);
+                stash.entry(key).or_default().push_back(msg);
+                self.telemetry.paused_partitions(stash.len());
+            }
+            // Workers are gone: shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn flush(
+        &self,
+        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        shards: &[mpsc::Sender<SourceMessage>],
+    ) {
+        stash.retain(|(topic, partition), queue| {
+            if queue.front().is_some_and(|m| m.tracker.is_revoked()) {
+                // Revoked while paused: whoever owns it now reads from the committed offset.
+                return false;
+            }
+            while let Some(msg) = queue.pop_front() {
+                let shard = msg.tracker.shard(shards.len());
+                match shards[shard].try_send(msg) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(msg)) => {
+                        queue.push_front(msg);
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            self.pause(topic, *partition, false);
+            false
+        });
+        self.telemetry.paused_partitions(stash.len());
+    }
+
+    fn pause(&self, topic: &str, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            warn!(topic, partition, pause, error = %e, "pause/resume failed");
+        }
+    }
+
+    /// Commits every assigned partition's watermark that moved since its last commit.
+    pub fn commit_settled(&self, mode: CommitMode) {
+        let trackers = self.assigned.all();
+        commit(&self.consumer, &trackers, mode, &self.telemetry);
+    }
+
+    /// Waits until no assigned partition has unsettled deliveries, or `timeout` passes.
+    /// Returns the number of offsets still unsettled (abandoned: redelivered after restart).
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let outstanding: usize = self.assigned.all().iter().map(|t| t.outstanding()).sum();
+            if outstanding == 0 || tokio::time::Instant::now() >= deadline {
+                return outstanding;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leaves the group: revokes (committing what is settled) and closes the consumer.
+    pub fn close(self) {
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+    }
+}

@@ -1,3 +1,13 @@
 //! hookpipe's integration tests: one binary, one module per area, shared helpers in `support`.
+
+mod support;
+
+mod cohort;
 mod conformance;
+mod deliver;
+mod demo;
 mod differential;
+mod k8s;
+mod kafka_smoke;
+mod pipeline;
+mod retry;

@@ -901,6 +901,12 @@ impl<'s> Parser<'s> {
         let end_name = if foreach { "foreach" } else { "list" };
         match b {
             Boundary::Else { at, end: else_end } => {
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 let list = Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -927,6 +933,12 @@ impl<'s> Parser<'s> {
             other => {
                 let end = self.expect_end(other, end_name, start)?;
                 let _ = list_tag_end;
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 Ok(Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -1242,6 +1254,22 @@ impl<'s> Parser<'s> {
         };
         self.pos = t.end;
         let r = self.parse_rel()?;
+        for side in [&l, &r] {
+            if let ExprKind::Seq(_) | ExprKind::Hash(_) = side.kind {
+                return self.err(
+                    side.pos.offset as usize,
+                    format!(
+                        "Found {} literal: {}. Expecting different type for equality check",
+                        if matches!(side.kind, ExprKind::Seq(_)) {
+                            "list"
+                        } else {
+                            "hash"
+                        },
+                        &self.src[side.pos.offset as usize..side.end as usize]
+                    ),
+                );
+            }
+        }
         Ok(self.mk(ExprKind::Binary(op, Box::new(l), Box::new(r)), start))
     }
 
@@ -1356,12 +1384,12 @@ impl<'s> Parser<'s> {
             }
             Tok::Op("-") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Neg(Box::new(e)), t.start))
             }
             Tok::Op("+") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Plus(Box::new(e)), t.start))
             }
             _ => self.parse_postfix(),
@@ -1411,6 +1439,24 @@ impl<'s> Parser<'s> {
             // allows white-space; we do too.
             match t.tok {
                 Tok::Op(".") => {
+                    if let ExprKind::Str(_)
+                    | ExprKind::Interp(_)
+                    | ExprKind::Num(_)
+                    | ExprKind::Bool(_) = e.kind
+                    {
+                        let what = match e.kind {
+                            ExprKind::Num(_) => "number",
+                            ExprKind::Bool(_) => "boolean",
+                            _ => "string",
+                        };
+                        return self.err(
+                            e.pos.offset as usize,
+                            format!(
+                                "Found {what} literal: {}. Expecting: hash",
+                                &self.src[e.pos.offset as usize..e.end as usize]
+                            ),
+                        );
+                    }
                     self.pos = t.end;
                     let n = self.next()?;
                     let name = match n.tok {
@@ -1620,6 +1666,15 @@ impl<'s> Parser<'s> {
         }
         Ok(parts)
     }
+}
+
+/// Whether a `#list` body holds its `#items` (not counting nested lists).
+fn has_items(children: &[Node]) -> bool {
+    children.iter().any(|c| match c.kind {
+        NodeKind::Items(_) => true,
+        NodeKind::List { .. } | NodeKind::ListWithElse => false,
+        _ => has_items(&c.children),
+    })
 }
 
 fn relocate(e: &mut Expr, pos: Pos) {

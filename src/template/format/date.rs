@@ -356,11 +356,15 @@ fn century_start() -> (i64, i64) {
     )
 }
 
-/// Appends `value` zero-padded to `width` digits.
+/// Appends the non-negative `value` zero-padded to `width` digits.
 fn pad(value: i64, width: usize, out: &mut BytesMut) {
-    let mut buf = StackBuf::<32>::new();
-    let _ = write!(buf, "{:0width$}", value, width = width);
-    out.extend_from_slice(buf.as_str().as_bytes());
+    let mut buf = StackBuf::<24>::new();
+    let _ = write!(buf, "{value}");
+    let digits = buf.as_str().as_bytes();
+    for _ in digits.len()..width {
+        out.extend_from_slice(b"0");
+    }
+    out.extend_from_slice(digits);
 }
 
 /// Java's `SimpleDateFormat.subFormat` for one field, en_US, UTC.

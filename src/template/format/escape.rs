@@ -283,22 +283,36 @@ pub fn upper_case(s: &str, out: &mut BytesMut) {
     }
 }
 
-/// `?lower_case`: Java `String.toLowerCase(Locale.US)` (with Greek final sigma, and `İ` as
-/// `i̇`).
+/// `?lower_case`: Java `String.toLowerCase(Locale.US)` (with Java's Greek final-sigma rule, and
+/// `İ` as `i̇`).
 pub fn lower_case(s: &str, out: &mut BytesMut) {
     write_lower(s, out)
 }
 
 /// Java's `String.toLowerCase` of `s`, appended. Only text with a capital sigma (whose lower
-/// case depends on its neighbours) goes through an allocated `str::to_lowercase`, which applies
-/// the final-sigma rule as Java does.
+/// case depends on its neighbours) allocates, to look around each sigma.
 fn write_lower(s: &str, out: &mut BytesMut) {
     if s.is_ascii() {
         let start = out.len();
         out.extend_from_slice(s.as_bytes());
         out[start..].make_ascii_lowercase();
     } else if s.contains('\u{3a3}') {
-        out.extend_from_slice(s.to_lowercase().as_bytes());
+        let chars: Vec<char> = s.chars().collect();
+        let mut buf = [0u8; 4];
+        for (i, &c) in chars.iter().enumerate() {
+            if c == '\u{3a3}' {
+                let lower = if sigma_is_final(&chars, i) {
+                    '\u{3c2}'
+                } else {
+                    '\u{3c3}'
+                };
+                out.extend_from_slice(lower.encode_utf8(&mut buf).as_bytes());
+            } else {
+                for l in c.to_lowercase() {
+                    out.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
     } else {
         let mut buf = [0u8; 4];
         for c in s.chars().flat_map(char::to_lowercase) {
@@ -341,6 +355,84 @@ fn simple_case(c: char, upper: bool) -> char {
         Some(m) if (m as u32) <= 0xFFFF => m,
         _ => c,
     }
+}
+
+/// Java's `Character.isLowerCase || isUpperCase || isTitleCase`.
+fn is_cased(c: char) -> bool {
+    c.is_lowercase() || c.is_uppercase() || c.to_lowercase().next() != Some(c)
+}
+
+/// A letter, digit, connector (`_`) or combining mark: what JDK's (legacy) word-break rules
+/// join into words.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || matches!(c, '_' | '\u{203f}' | '\u{2040}' | '\u{2054}' | '\u{fe33}' | '\u{fe34}' | '\u{fe4d}'..='\u{fe4f}' | '\u{ff3f}' | '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}' | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+}
+
+/// Characters JDK's word-break rules allow inside a word, between two word characters:
+/// dashes, the soft hyphen, the hyphenation point, quotes and the full stop.
+fn is_mid_word(c: char) -> bool {
+    matches!(
+        c,
+        '-' | '\''
+            | '"'
+            | '.'
+            | '\u{ad}'
+            | '\u{2027}'
+            | '\u{58a}'
+            | '\u{5be}'
+            | '\u{1806}'
+            | '\u{2010}'
+            ..='\u{2015}'
+                | '\u{2e17}'
+                | '\u{301c}'
+                | '\u{3030}'
+                | '\u{30a0}'
+                | '\u{fe58}'
+                | '\u{fe63}'
+                | '\u{ff0d}'
+    )
+}
+
+/// Whether there is a word boundary between `chars[k - 1]` and `chars[k]`.
+fn is_word_boundary(chars: &[char], k: usize) -> bool {
+    if k == 0 || k >= chars.len() {
+        return true;
+    }
+    let (a, b) = (chars[k - 1], chars[k]);
+    let word = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|&c| is_word_char(c))
+    };
+    let joined = (is_word_char(a) && is_word_char(b))
+        || (is_mid_word(b) && is_word_char(a) && word(Some(k + 1)))
+        || (is_mid_word(a) && is_word_char(b) && word(k.checked_sub(2)));
+    !joined
+}
+
+/// Java's `ConditionalSpecialCasing` final-sigma condition, with word boundaries: a cased
+/// letter before the sigma in its word, and none after it (`ΑΣ-Ζ` keeps `σ`, `ΑΣ Ζ` takes `ς`).
+fn sigma_is_final(chars: &[char], i: usize) -> bool {
+    let mut k = i;
+    let mut cased_before = false;
+    while !is_word_boundary(chars, k) {
+        if is_cased(chars[k - 1]) {
+            cased_before = true;
+            break;
+        }
+        k -= 1;
+    }
+    if !cased_before {
+        return false;
+    }
+    let mut k = i + 1;
+    while !is_word_boundary(chars, k) {
+        if is_cased(chars[k]) {
+            return false;
+        }
+        k += 1;
+    }
+    true
 }
 
 /// `?cap_first` / `?uncap_first`: the first character that is not Java white-space mapped

@@ -7,7 +7,9 @@
 //! Nothing here knows the template engine's types. Every writer appends to a
 //! [`bytes::BytesMut`] (the buffer the VM renders into) and allocates nothing beyond the growth of
 //! that buffer in the common case. Every expectation in the tests was produced by the reference
-//! engine, `ftl-oracle --amplitude` (Apache FreeMarker 2.3.31 on JDK 17).
+//! engine, `ftl-oracle --amplitude` (Apache FreeMarker 2.3.31 on JDK 17): the tables in
+//! `testdata/*.tsv` (about 25,000 rows) are filled in by `testdata/oracle.py`, which renders each
+//! row's template in one `ftl-oracle --batch` JVM; rerun it after adding rows.
 
 pub mod date;
 pub mod escape;

@@ -6,8 +6,9 @@
 //! `percent` formats of locale en_US, and Java's `Double.toString`.
 //!
 //! Limits, all reported as errors rather than wrong output:
-//! - `BigInteger` and the unscaled part of `BigDecimal` are held in an `i128` (38 digits); an
-//!   operation whose exact result does not fit fails with [`FormatError::Overflow`].
+//! - `BigInteger` and the unscaled part of `BigDecimal` are held in an `i128` (38 digits), and a
+//!   `BigDecimal`'s scale is limited to ±1,000,000; an operation whose exact result does not
+//!   fit fails with [`FormatError::Overflow`].
 //! - A `Double`'s decimal digits follow JDK 17's `FloatingDecimal` (which `Double.toString`
 //!   and `DecimalFormat` share): the shortest digits that round-trip, ties between two shortest
 //!   candidates broken to the even digit, and Java's exact-integer fast path for integral values
@@ -29,6 +30,11 @@ mod digits;
 
 pub use decfmt::NumberFormat;
 use digits::Digits;
+
+/// The largest scale magnitude a `BigDecimal` may have here (`1E+1000000` has a million
+/// digits to print); beyond it parsing and multiplication fail with [`FormatError::Overflow`]
+/// instead of producing output no webhook can carry.
+const MAX_ABS_SCALE: i64 = 1_000_000;
 
 /// The `computer` format, built once so `${n}` allocates nothing.
 static COMPUTER: std::sync::LazyLock<NumberFormat> =
@@ -84,7 +90,8 @@ fn write_int(value: i128, out: &mut BytesMut) {
 
 /// A Java `BigDecimal`: `unscaled × 10^-scale`. The scale is part of the value as in Java
 /// (`1.50` has scale 2, and Jackson writes it as `1.50`), and may be negative
-/// (`new BigDecimal("1.0E10")` is `10 × 10^9`).
+/// (`new BigDecimal("1.0E10")` is `10 × 10^9`). The derived `==` is Java's `equals` (scale
+/// included); numeric comparison is [`Number::compare`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decimal {
     unscaled: i128,
@@ -168,7 +175,11 @@ impl Decimal {
         if overflow {
             return Err(FormatError::Overflow { op: "?number" });
         }
-        let scale = i32::try_from(frac_digits - exponent).map_err(|_| not_a_number())?;
+        let scale = frac_digits - exponent;
+        if scale.abs() > MAX_ABS_SCALE {
+            return Err(FormatError::Overflow { op: "?number" });
+        }
+        let scale = scale as i32;
         Ok(Decimal {
             unscaled: if negative { -unscaled } else { unscaled },
             scale,
@@ -251,8 +262,11 @@ impl Decimal {
             .unscaled
             .checked_mul(other.unscaled)
             .ok_or(overflow.clone())?;
-        let scale = self.scale.checked_add(other.scale).ok_or(overflow)?;
-        Ok(Decimal::new(unscaled, scale))
+        let scale = i64::from(self.scale) + i64::from(other.scale);
+        if scale.abs() > MAX_ABS_SCALE {
+            return Err(overflow);
+        }
+        Ok(Decimal::new(unscaled, scale as i32))
     }
 
     /// `BigDecimal.divide(divisor, scale, ROUND_HALF_UP)`, by long division so the dividend may
@@ -279,6 +293,9 @@ impl Decimal {
         let mut quotient = num / den;
         num %= den;
         for _ in 0..shift.max(0) {
+            if quotient == 0 && num == 0 {
+                break;
+            }
             let widened = num.checked_mul(10).ok_or(overflow.clone())?;
             quotient = quotient
                 .checked_mul(10)
@@ -386,6 +403,8 @@ impl Decimal {
 
 /// A number value with the Java type FreeMarker would hold. The kind matters: it decides how
 /// `${n}`, `?c` and `UtilClass.toJsonString` print the value, even where values compare equal.
+/// The derived `==` is structural (`Int(1) != Long(1)`); FreeMarker's `==` is
+/// [`Number::num_eq`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
     /// `java.lang.Integer` (JSON integers in the `int` range, `?int`, `?size`, loop counters).

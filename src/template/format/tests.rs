@@ -436,3 +436,83 @@ fn case_416_to_418_patterns_compare_iso_setting() {
     assert_eq!(dfmt(&iso, "iso"), "2022-02-28T20:07:01.795Z");
     assert_eq!(iso.millis, 1646078821795);
 }
+
+/// A random string over characters that matter to the parsers.
+fn random_text(rng: &mut fastrand::Rng, alphabet: &[char], max_len: usize) -> String {
+    let len = rng.usize(0..=max_len);
+    (0..len)
+        .map(|_| alphabet[rng.usize(0..alphabet.len())])
+        .collect()
+}
+
+#[test]
+fn hostile_specs_and_inputs_never_panic() {
+    let mut rng = fastrand::Rng::with_seed(2026);
+    let number_chars: Vec<char> = "0#,.;E%‰¤'-+ 1234567890abcxyz=_\"\u{e000}\u{e004}é"
+        .chars()
+        .collect();
+    let date_chars: Vec<char> = "yMdHhKkmsSEaDFwWuzZXYLG'-:.T /,+Z0123456789 _nzfusmhixo"
+        .chars()
+        .collect();
+    let numbers = [
+        Number::Int(i32::MIN),
+        Number::Long(i64::MAX),
+        Number::BigInteger(i128::MIN + 1),
+        Number::Decimal(Decimal::new(i128::MAX, -1_000)),
+        Number::Decimal(Decimal::new(-1, 1_000)),
+        Number::Double(f64::MIN_POSITIVE),
+        Number::Double(-f64::MAX),
+        Number::Double(f64::NAN),
+        Number::Double(f64::NEG_INFINITY),
+    ];
+    for _ in 0..3000 {
+        let spec = random_text(&mut rng, &number_chars, 24);
+        if let Ok(f) = NumberFormat::new(&spec) {
+            for n in &numbers {
+                let mut out = BytesMut::new();
+                let _ = f.format(n, &mut out);
+            }
+        }
+        let _ = Number::parse(&spec);
+        for a in &numbers {
+            for b in &numbers[..3] {
+                let _ = (
+                    a.add(b),
+                    a.sub(b),
+                    a.mul(b),
+                    a.div(b),
+                    a.rem(b),
+                    a.compare(b),
+                );
+            }
+            let _ = (a.round(), a.floor(), a.ceiling(), a.abs(), a.neg());
+            let mut out = BytesMut::new();
+            a.write_jackson(&mut out);
+        }
+    }
+    let instants = [i64::MIN, i64::MAX, 0, -1, 1646078821795, -62135769600001];
+    for _ in 0..3000 {
+        let spec = random_text(&mut rng, &date_chars, 24);
+        let text = random_text(&mut rng, &date_chars, 30);
+        for kind in [
+            DateKind::Date,
+            DateKind::Time,
+            DateKind::DateTime,
+            DateKind::Unknown,
+        ] {
+            if let Ok(f) = DateFormat::new(&spec, kind) {
+                for &millis in &instants {
+                    let mut out = BytesMut::new();
+                    let _ = f.format(&DateValue::new(millis, kind), &mut out);
+                }
+                let _ = f.parse(&text, kind);
+                let _ = f.parse(&spec, kind);
+            }
+        }
+        let mut out = BytesMut::new();
+        escape::json_string(&text, &mut out);
+        escape::js_string(&text, &mut out);
+        escape::capitalize(&text, &mut out);
+        let _ = escape::url_with_charset_name(&text, &spec, false, &mut out);
+    }
+}

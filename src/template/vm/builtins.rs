@@ -187,14 +187,16 @@ fn want_args(bi: Bi, args: &[Value<'_>], min: usize, max: usize, dbg: u32) -> VR
 
 fn is_seq(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_array(),
-        Value::Seq(..) | Value::Range(_) => true,
+        Value::Seq(..) | Value::Coll(..) | Value::Range(_) => true,
         _ => false,
     }
 }
 
 fn is_hash_ex(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_object(),
         Value::Hash(..) => true,
         _ => false,
@@ -253,6 +255,7 @@ fn map_str<'a>(
     vm.scratch.clear();
     match v {
         Value::Str(s) => f(s, &mut vm.scratch),
+        Value::Empty => f("", &mut vm.scratch),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             f(&vm.arena[a as usize..b as usize], &mut vm.scratch)
         }
@@ -564,6 +567,7 @@ fn eval<'a>(
         Keys | Values => {
             let mut n = 0;
             match recv {
+                Value::Empty => {}
                 Value::Json(j) if j.is_object() => {
                     if let Some(o) = j.as_object() {
                         for (k, v) in o.iter() {
@@ -592,7 +596,10 @@ fn eval<'a>(
                     ))
                 }
             }
-            vm.make_seq(n)
+            match vm.make_seq(n) {
+                Value::Seq(a, b) => Value::Coll(a, b),
+                v => v,
+            }
         }
         First | Last => {
             let base_sp = vm.stack.len();
@@ -716,13 +723,14 @@ fn eval<'a>(
         HasContent => Value::Bool(match recv {
             Value::Missing => false,
             Value::Str(s) => !s.is_empty(),
+            Value::Empty => false,
             Value::Arena(a, b) => a != b,
             Value::Json(j) => match (j.as_array(), j.as_object()) {
                 (Some(a), _) => !a.is_empty(),
                 (_, Some(o)) => !o.is_empty(),
                 _ => true,
             },
-            Value::Seq(_, n) | Value::Hash(_, n) => n > 0,
+            Value::Seq(_, n) | Value::Coll(_, n) | Value::Hash(_, n) => n > 0,
             Value::Range(r) => r.len != Some(0),
             _ => true,
         }),
@@ -732,10 +740,10 @@ fn eval<'a>(
         IsSequence | IsIndexable => Value::Bool(is_seq(&recv)),
         IsHash => Value::Bool(matches!(
             recv,
-            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics
+            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics | Value::Empty
         )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
-        IsCollection | IsCollectionEx => Value::Bool(false),
+        IsCollection | IsCollectionEx => Value::Bool(matches!(recv, Value::Coll(..))),
         IsEnumerable => Value::Bool(is_seq(&recv)),
         IsDate | IsDateLike => Value::Bool(matches!(recv, Value::Date(_))),
         IsMacro | IsDirective => {
@@ -1007,6 +1015,20 @@ fn string_builtin<'a>(
         let text = string_builtin(vm, bi, recv, &[], dbg)?;
         return vm.slice(text, *r, dbg);
     }
+    let max_args = match recv {
+        Value::Bool(_) => 2,
+        _ => 1,
+    };
+    if args.len() > max_args || (matches!(recv, Value::Bool(_)) && args.len() == 1) {
+        return Err(fail(
+            dbg,
+            format!(
+                "?string(...) expects {} argument but has received {}.",
+                if max_args == 2 { "0 or 2" } else { "1" },
+                args.len()
+            ),
+        ));
+    }
     match recv {
         Value::Num(n) => {
             vm.scratch.clear();
@@ -1045,7 +1067,25 @@ fn string_builtin<'a>(
             f.format(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()
         }
-        Value::Str(_) | Value::Arena(..) | Value::Markup(..) => Ok(recv),
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if style.is_some() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \".\" left-hand operand: Expected a hash, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if !args.is_empty() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \"...(...)\" callee: Expected a method or function, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty => Ok(recv),
         other => Err(vm.type_error(
             dbg,
             "?string\" left-hand operand",
@@ -1068,11 +1108,60 @@ fn loose_eq<'a>(vm: &Vm<'a, '_>, a: &Value<'a>, b: &Value<'a>) -> bool {
     }
 }
 
+/// Base letter of common accented Latin letters (the collator's primary strength ignores accents).
+fn base_letter(c: char) -> (char, bool) {
+    const TABLE: &[(&str, char)] = &[
+        ("ÀÁÂÃÄÅàáâãäåĀāĂăĄą", 'a'),
+        ("ÇçĆćČč", 'c'),
+        ("ÈÉÊËèéêëĒēĘęĚě", 'e'),
+        ("ÌÍÎÏìíîïĪīİı", 'i'),
+        ("ÑñŃńŇň", 'n'),
+        ("ÒÓÔÕÖØòóôõöøŌō", 'o'),
+        ("ÙÚÛÜùúûüŪūŮů", 'u'),
+        ("ÝýÿŸ", 'y'),
+        ("ŚśŠšŞş", 's'),
+        ("ŹźŻżŽž", 'z'),
+    ];
+    for (set, base) in TABLE {
+        if set.contains(c) {
+            return (*base, true);
+        }
+    }
+    (c, false)
+}
+
 fn collate(a: &str, b: &str) -> std::cmp::Ordering {
-    // Approximates Java's en_US Collator: case-insensitive first, then lower case first.
-    let la = a.to_lowercase();
-    let lb = b.to_lowercase();
-    la.cmp(&lb).then_with(|| b.cmp(a))
+    // Approximates Java's en_US Collator: white-space is ignorable; punctuation and symbols sort
+    // before digits, digits before letters; letters compare without accents and case first,
+    // then unaccented before accented, then lower case before upper case.
+    const PUNCT: &str = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$";
+    fn primary(s: &str) -> impl Iterator<Item = (u8, u32)> + '_ {
+        s.chars().filter(|c| !c.is_whitespace()).map(|c| {
+            if c.is_alphabetic() {
+                let (b, _) = base_letter(c);
+                (2, b.to_lowercase().next().unwrap_or(b) as u32)
+            } else if c.is_numeric() {
+                (1, c as u32)
+            } else {
+                (0, PUNCT.find(c).map_or(1000 + c as u32, |i| i as u32))
+            }
+        })
+    }
+    fn secondary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| base_letter(c).1)
+    }
+    fn tertiary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.is_uppercase())
+    }
+    primary(a)
+        .cmp(primary(b))
+        .then_with(|| secondary(a).cmp(secondary(b)))
+        .then_with(|| tertiary(a).cmp(tertiary(b)))
+        .then_with(|| a.cmp(b))
 }
 
 fn sort<'a>(
@@ -1164,6 +1253,7 @@ pub(crate) fn write_json<'a>(
     match v {
         Value::Missing => out.extend_from_slice(b"null"),
         Value::Str(s) => escape::jackson_string(s, out),
+        Value::Empty => out.extend_from_slice(b"\"\""),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             escape::jackson_string(&vm.arena[a as usize..b as usize], out)
         }
@@ -1195,7 +1285,7 @@ pub(crate) fn write_json<'a>(
                 out.extend_from_slice(b"}");
             }
         }
-        Value::Seq(s, n) => {
+        Value::Seq(s, n) | Value::Coll(s, n) => {
             out.extend_from_slice(b"[");
             for i in 0..n {
                 if i > 0 {

@@ -36,7 +36,42 @@ pub struct NumberFormat {
     exponent_sep: String,
     infinity: String,
     nan: String,
+    /// The pattern has a currency sign: the monetary decimal separator applies.
+    currency: bool,
+    /// Symbols the affixes are resolved with (FreeMarker's extended options change them).
+    symbols: Symbols,
 }
+
+/// The `DecimalFormatSymbols` that end up in affixes (en_US defaults).
+#[derive(Debug, Clone, PartialEq)]
+struct Symbols {
+    percent: char,
+    per_mill: char,
+    minus: char,
+    currency_symbol: String,
+    currency_code: String,
+    monetary_decimal: char,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols {
+            percent: '%',
+            per_mill: '\u{2030}',
+            minus: '-',
+            currency_symbol: "$".to_owned(),
+            currency_code: "USD".to_owned(),
+            monetary_decimal: '.',
+        }
+    }
+}
+
+// Placeholders for the localised symbols in affixes, resolved by `resolve_affixes`.
+const PERCENT: char = '\u{e000}';
+const PER_MILL: char = '\u{e001}';
+const CURRENCY: char = '\u{e002}';
+const CURRENCY_CODE: char = '\u{e003}';
+const MINUS: char = '\u{e004}';
 
 /// Java's cap on fraction digits when formatting a `double`.
 const DOUBLE_FRACTION_DIGITS: i32 = 340;
@@ -54,30 +89,37 @@ impl NumberFormat {
     pub fn new(spec: &str) -> Result<NumberFormat, FormatError> {
         match spec {
             "computer" => Ok(NumberFormat::computer()),
-            "number" => NumberFormat::pattern(NUMBER_PATTERN, spec),
-            // FreeMarker applies the pattern to a `getNumberInstance` object, and Java's
-            // `applyPattern("")` resets only the digit counts: grouping by 3 stays.
-            "" => {
-                let mut format = NumberFormat::pattern(NUMBER_PATTERN, spec)?;
-                format.min_int = 0;
-                format.max_frac = i32::MAX;
-                Ok(format)
-            }
-            "currency" => NumberFormat::pattern(CURRENCY_PATTERN, spec),
-            "percent" => NumberFormat::pattern(PERCENT_PATTERN, spec),
+            "number" => NumberFormat::pattern(NUMBER_PATTERN, spec).map(Self::resolved),
+            "currency" => NumberFormat::pattern(CURRENCY_PATTERN, spec).map(Self::resolved),
+            "percent" => NumberFormat::pattern(PERCENT_PATTERN, spec).map(Self::resolved),
             _ if spec.starts_with('@') => Err(FormatError::BadNumberFormat {
                 pattern: spec.to_owned(),
                 reason: "custom number formats (@name) are not supported".to_owned(),
             }),
-            _ => match split_extended(spec) {
-                Some((pattern, options)) => {
-                    let mut format = NumberFormat::pattern(pattern, spec)?;
+            _ => {
+                let (pattern, options) = split_extended(spec);
+                let mut format = if pattern.is_empty() {
+                    // FreeMarker applies the pattern to a `getNumberInstance` object, and
+                    // Java's `applyPattern("")` resets only the digit counts: grouping by 3
+                    // stays.
+                    let mut format = NumberFormat::pattern(NUMBER_PATTERN, spec)?;
+                    format.min_int = 0;
+                    format.max_frac = i32::MAX;
+                    format
+                } else {
+                    NumberFormat::pattern(pattern, spec)?
+                };
+                if let Some(options) = options {
                     format.apply_options(options, spec)?;
-                    Ok(format)
                 }
-                None => NumberFormat::pattern(spec, spec),
-            },
+                Ok(format.resolved())
+            }
         }
+    }
+
+    fn resolved(mut self) -> NumberFormat {
+        self.resolve_affixes();
+        self
     }
 
     /// The `computer` format (hookpipe's profile default): FreeMarker's
@@ -104,6 +146,8 @@ impl NumberFormat {
             exponent_sep: "E".to_owned(),
             infinity: "INF".to_owned(),
             nan: "NaN".to_owned(),
+            currency: false,
+            symbols: Symbols::default(),
         }
     }
 
@@ -128,6 +172,7 @@ impl NumberFormat {
         };
         let mut pos = 0;
         let mut got_negative = false;
+        let mut currency = false;
         for part in 0..2 {
             if pos >= chars.len() && part == 1 {
                 break;
@@ -258,7 +303,7 @@ impl NumberFormat {
                             )));
                         }
                         multiplier = 100;
-                        affix.push('%');
+                        affix.push(PERCENT);
                     }
                     '\u{2030}' => {
                         if multiplier != 1 {
@@ -267,16 +312,18 @@ impl NumberFormat {
                             )));
                         }
                         multiplier = 1000;
-                        affix.push('\u{2030}');
+                        affix.push(PER_MILL);
                     }
                     '\u{a4}' => {
+                        currency = true;
                         if chars.get(pos + 1) == Some(&'\u{a4}') {
                             pos += 1;
-                            affix.push_str("USD");
+                            affix.push(CURRENCY_CODE);
                         } else {
-                            affix.push('$');
+                            affix.push(CURRENCY);
                         }
                     }
+                    '-' => affix.push(MINUS),
                     _ => affix.push(ch),
                 }
                 pos += 1;
@@ -337,58 +384,189 @@ impl NumberFormat {
             }
         }
         if !got_negative {
-            format.neg_prefix = format!("-{}", format.pos_prefix);
+            format.neg_prefix = format!("{MINUS}{}", format.pos_prefix);
             format.neg_suffix = format.pos_suffix.clone();
         }
+        format.currency = currency;
         Ok(format)
     }
 
-    /// FreeMarker's extended options (`roundingMode=halfUp multiplier=1000 ...`).
+    /// Replaces the symbol placeholders of the affixes with the (possibly customised) symbols.
+    fn resolve_affixes(&mut self) {
+        let symbols = &self.symbols;
+        let resolve = |affix: &mut String| {
+            if affix
+                .chars()
+                .any(|c| ('\u{e000}'..='\u{e004}').contains(&c))
+            {
+                let mut resolved = String::new();
+                for c in affix.chars() {
+                    match c {
+                        PERCENT => resolved.push(symbols.percent),
+                        PER_MILL => resolved.push(symbols.per_mill),
+                        CURRENCY => resolved.push_str(&symbols.currency_symbol),
+                        CURRENCY_CODE => resolved.push_str(&symbols.currency_code),
+                        MINUS => resolved.push(symbols.minus),
+                        other => resolved.push(other),
+                    }
+                }
+                *affix = resolved;
+            }
+        };
+        resolve(&mut self.pos_prefix);
+        resolve(&mut self.pos_suffix);
+        resolve(&mut self.neg_prefix);
+        resolve(&mut self.neg_suffix);
+        if self.currency {
+            self.decimal_sep = self.symbols.monetary_decimal;
+        }
+    }
+
+    /// FreeMarker's extended options (`roundingMode=halfUp multiplier=1000 ...`): `name=value`
+    /// pairs separated by white-space or one comma; a value is quoted (`'...'` or `"..."`) or
+    /// made of letters, digits, `_` and non-ASCII characters.
     fn apply_options(&mut self, options: &str, spec: &str) -> Result<(), FormatError> {
         let bad = |reason: String| FormatError::BadNumberFormat {
             pattern: spec.to_owned(),
             reason,
         };
-        for option in options.split_whitespace() {
-            let (name, value) = option
-                .split_once('=')
-                .ok_or_else(|| bad(format!("expected name=value, found {option:?}")))?;
-            let value = value
-                .strip_prefix(['"', '\''])
-                .and_then(|v| v.strip_suffix(['"', '\'']))
-                .unwrap_or(value);
-            let single_char = || {
-                let mut chars = value.chars();
-                match (chars.next(), chars.next()) {
-                    (Some(c), None) => Ok(c),
-                    _ => Err(bad(format!("{name} must be exactly one character"))),
+        let chars: Vec<char> = options.chars().collect();
+        let mut i = 0;
+        let skip_ws = |i: &mut usize| {
+            while *i < chars.len() && chars[*i].is_whitespace() {
+                *i += 1;
+            }
+        };
+        let word_char = |c: char| c.is_alphanumeric() || c == '_' || !c.is_ascii();
+        skip_ws(&mut i);
+        while i < chars.len() {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            if i == start {
+                return Err(bad(format!("Expected a(n) name at position {start}")));
+            }
+            let name: String = chars[start..i].iter().collect();
+            skip_ws(&mut i);
+            if chars.get(i) != Some(&'=') {
+                return Err(bad(format!("Expected \"=\" at position {i}")));
+            }
+            i += 1;
+            skip_ws(&mut i);
+            let value: String = match chars.get(i) {
+                Some(&q) if q == '\'' || q == '"' => {
+                    let mut value = String::new();
+                    i += 1;
+                    loop {
+                        match chars.get(i) {
+                            None => return Err(bad("Unterminated quoted value".to_owned())),
+                            Some(&c) if c == q && chars.get(i + 1) == Some(&q) => {
+                                value.push(q);
+                                i += 2;
+                            }
+                            Some(&c) if c == q => {
+                                i += 1;
+                                break;
+                            }
+                            Some(&c) => {
+                                value.push(c);
+                                i += 1;
+                            }
+                        }
+                    }
+                    value
+                }
+                _ => {
+                    let start = i;
+                    while i < chars.len() && word_char(chars[i]) {
+                        i += 1;
+                    }
+                    if i == start {
+                        return Err(bad(format!("Expected a(n) value at position {start}")));
+                    }
+                    chars[start..i].iter().collect()
                 }
             };
-            match name {
-                "roundingMode" => {
-                    self.rounding = match value {
-                        "up" => RoundingMode::Up,
-                        "down" => RoundingMode::Down,
-                        "ceiling" => RoundingMode::Ceiling,
-                        "floor" => RoundingMode::Floor,
-                        "halfUp" => RoundingMode::HalfUp,
-                        "halfDown" => RoundingMode::HalfDown,
-                        "halfEven" => RoundingMode::HalfEven,
-                        "unnecessary" => RoundingMode::Unnecessary,
-                        _ => return Err(bad(format!("unknown roundingMode {value:?}"))),
-                    }
+            self.apply_option(&name, &value, spec)?;
+            // A separator: white-space, or one comma with optional white-space around it.
+            let before = i;
+            skip_ws(&mut i);
+            if chars.get(i) == Some(&',') {
+                i += 1;
+                skip_ws(&mut i);
+                if i >= chars.len() {
+                    return Err(bad(format!(
+                        "Expected a(n) name at position {i}, but reached the end of the input"
+                    )));
                 }
-                "multiplier" => {
-                    self.multiplier = value
-                        .parse()
-                        .map_err(|_| bad(format!("multiplier {value:?} is not an integer")))?
-                }
-                "decimalSeparator" => self.decimal_sep = single_char()?,
-                "groupingSeparator" => self.grouping_sep = single_char()?,
-                "exponentSeparator" => self.exponent_sep = value.to_owned(),
-                "infinity" => self.infinity = value.to_owned(),
-                "nan" => self.nan = value.to_owned(),
-                _ => return Err(bad(format!("unsupported option {name:?}"))),
+            } else if i == before && i < chars.len() {
+                return Err(bad(format!(
+                    "Expected a(n) parameter separator whitespace or comma at position {i}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_option(&mut self, name: &str, value: &str, spec: &str) -> Result<(), FormatError> {
+        let bad = |reason: String| FormatError::BadNumberFormat {
+            pattern: spec.to_owned(),
+            reason: format!("{value:?} is an invalid value for the {name:?} parameter: {reason}"),
+        };
+        let single_char = || {
+            let mut chars = value.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(c),
+                _ => Err(bad("Must contain exactly 1 character.".to_owned())),
+            }
+        };
+        match name {
+            "roundingMode" => self.rounding = match value {
+                "up" => RoundingMode::Up,
+                "down" => RoundingMode::Down,
+                "ceiling" => RoundingMode::Ceiling,
+                "floor" => RoundingMode::Floor,
+                "halfUp" => RoundingMode::HalfUp,
+                "halfDown" => RoundingMode::HalfDown,
+                "halfEven" => RoundingMode::HalfEven,
+                "unnecessary" => RoundingMode::Unnecessary,
+                _ => return Err(bad(
+                    "Should be one of: up, down, ceiling, floor, halfDown, halfEven, unnecessary"
+                        .to_owned(),
+                )),
+            },
+            "multiplier" | "multipier" => {
+                self.multiplier = value
+                    .parse()
+                    .map_err(|_| bad("Malformed integer.".to_owned()))?
+            }
+            "decimalSeparator" => self.decimal_sep = single_char()?,
+            "monetaryDecimalSeparator" => self.symbols.monetary_decimal = single_char()?,
+            "groupingSeparator" => self.grouping_sep = single_char()?,
+            "exponentSeparator" => self.exponent_sep = value.to_owned(),
+            "minusSign" => self.symbols.minus = single_char()?,
+            "percent" => self.symbols.percent = single_char()?,
+            "perMill" => self.symbols.per_mill = single_char()?,
+            "infinity" => self.infinity = value.to_owned(),
+            "nan" => self.nan = value.to_owned(),
+            "currencySymbol" => self.symbols.currency_symbol = value.to_owned(),
+            "currencyCode" => {
+                let symbol = currency_symbol(value)
+                    .ok_or_else(|| bad("Not a known ISO 4217 code.".to_owned()))?;
+                self.symbols.currency_code = value.to_owned();
+                self.symbols.currency_symbol = symbol.to_owned();
+            }
+            _ => {
+                return Err(FormatError::BadNumberFormat {
+                    pattern: spec.to_owned(),
+                    reason: format!(
+                        "Unsupported parameter name, {name:?}. The supported names are: \
+                         currencyCode, currencySymbol, decimalSeparator, exponentSeparator, \
+                         groupingSeparator, infinity, minusSign, monetaryDecimalSeparator, \
+                         multiplier, nan, perMill, percent, roundingMode"
+                    ),
+                })
             }
         }
         Ok(())
@@ -398,7 +576,7 @@ impl NumberFormat {
     pub fn format(&self, number: &Number, out: &mut BytesMut) -> Result<(), FormatError> {
         let (negative, mut digits, is_integer) = match *number {
             Number::Double(v) => {
-                if v.is_nan() {
+                if v.is_nan() || (v.is_infinite() && self.multiplier == 0) {
                     out.extend_from_slice(self.nan.as_bytes());
                     return Ok(());
                 }
@@ -596,20 +774,72 @@ impl NumberFormat {
     }
 }
 
-/// Splits FreeMarker's extended syntax `pattern;; options` at the first `;;` outside quotes.
-fn split_extended(spec: &str) -> Option<(&str, &str)> {
+/// Splits FreeMarker's extended syntax at the end of the standard pattern: `pattern;; options`,
+/// or `positive;negative; options` (after a negative subpattern a single `;` ends it).
+/// Semicolons inside quotes do not count.
+fn split_extended(spec: &str) -> (&str, Option<&str>) {
     let bytes = spec.as_bytes();
     let mut in_quote = false;
+    let mut seen_negative = false;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\'' => in_quote = !in_quote,
-            b';' if !in_quote && bytes.get(i + 1) == Some(&b';') => {
-                return Some((&spec[..i], &spec[i + 2..]));
+            b';' if !in_quote => {
+                if seen_negative {
+                    return (&spec[..i], Some(&spec[i + 1..]));
+                }
+                if bytes.get(i + 1) == Some(&b';') {
+                    return (&spec[..i], Some(&spec[i + 2..]));
+                }
+                seen_negative = true;
             }
             _ => {}
         }
         i += 1;
     }
-    None
+    (spec, None)
+}
+
+/// The en_US symbol of the ISO 4217 currencies hookpipe knows (JDK 17 CLDR); other codes are
+/// refused, as Java refuses unknown ones.
+fn currency_symbol(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "USD" => "$",
+        "EUR" => "\u{20ac}",
+        "GBP" => "\u{a3}",
+        "JPY" => "\u{a5}",
+        "CAD" => "CA$",
+        "AUD" => "A$",
+        "NZD" => "NZ$",
+        "HKD" => "HK$",
+        "MXN" => "MX$",
+        "BRL" => "R$",
+        "CNY" => "CN\u{a5}",
+        "INR" => "\u{20b9}",
+        "KRW" => "\u{20a9}",
+        "ILS" => "\u{20aa}",
+        "VND" => "\u{20ab}",
+        "TWD" => "NT$",
+        "XAF" => "FCFA",
+        "XOF" => "F\u{202f}CFA",
+        "CHF" => "CHF",
+        "SEK" => "SEK",
+        "NOK" => "NOK",
+        "DKK" => "DKK",
+        "PLN" => "PLN",
+        "CZK" => "CZK",
+        "HUF" => "HUF",
+        "RUB" => "RUB",
+        "TRY" => "TRY",
+        "ZAR" => "ZAR",
+        "SGD" => "SGD",
+        "THB" => "THB",
+        "IDR" => "IDR",
+        "MYR" => "MYR",
+        "PHP" => "PHP",
+        "AED" => "AED",
+        "SAR" => "SAR",
+        _ => return None,
+    })
 }

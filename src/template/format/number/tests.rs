@@ -137,3 +137,27 @@ fn check_table(table: &str, min_rows: usize) {
         failures.join("\n")
     );
 }
+
+#[test]
+fn scale_beyond_a_million_is_an_overflow_error_not_a_giant_output() {
+    // Java would print a million and one digits; hookpipe refuses (documented limit).
+    assert!(matches!(
+        Number::parse("1E+1000001"),
+        Err(FormatError::Overflow { .. })
+    ));
+    let big = Number::parse("1E+600000").unwrap();
+    assert!(matches!(big.mul(&big), Err(FormatError::Overflow { .. })));
+    // Within the limit the value prints in full, as FreeMarker does.
+    let mut out = BytesMut::new();
+    Number::parse("1E+50").unwrap().write_computer(&mut out);
+    assert_eq!(text(&out), format!("1{}", "0".repeat(50)));
+}
+
+#[test]
+fn dividing_zero_with_a_huge_shift_is_quick_and_exact() {
+    let zero = Number::parse("0E+900000").unwrap();
+    let q = zero.div(&Number::Int(3)).unwrap();
+    let mut out = BytesMut::new();
+    q.write_computer(&mut out);
+    assert_eq!(text(&out), "0");
+}

@@ -1,0 +1,243 @@
+//! The config file exactly as written: serde structs with `deny_unknown_fields`, no checks beyond
+//! types. [`super::validate`] turns a [`RawConfig`] into the trusted [`super::Config`].
+//!
+//! Every field is documented for users in `docs/configuration.md`; keep the two in step.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[kafka]`: how to reach the cluster.
+    pub kafka: RawKafka,
+    /// `[topics]`: what to read and where dead letters go.
+    pub topics: RawTopics,
+    /// `[pipeline]`: concurrency, memory bounds and shutdown.
+    #[serde(default)]
+    pub pipeline: RawPipeline,
+    /// `[telemetry]`: metrics endpoint and log format.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    /// `[[destinations]]`: the webhooks.
+    #[serde(default)]
+    pub destinations: Vec<RawDestination>,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `group.id` of the consumer group.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// librdkafka properties passed as-is (`security.protocol`, `sasl.*`, `ssl.*`, ...).
+    #[serde(default)]
+    pub settings: BTreeMap<String, RawSetting>,
+}
+
+fn default_group_id() -> String {
+    "hookpipe".into()
+}
+
+/// One librdkafka property value: written inline, or read from an environment variable.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSetting {
+    /// `"value"`.
+    Text(String),
+    /// `10000` (written as a TOML integer).
+    Integer(i64),
+    /// `true` / `false`.
+    Bool(bool),
+    /// `{ env = "NAME" }`: the value of an environment variable (for secrets).
+    Env(RawEnvRef),
+}
+
+/// `{ env = "NAME" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvRef {
+    /// The environment variable's name.
+    pub env: String,
+}
+
+/// `[topics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopics {
+    /// Topics of Amplitude export-format events.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Topics of identify (user) updates.
+    #[serde(default)]
+    pub identify: Vec<String>,
+    /// Where malformed messages and undeliverable payloads go.
+    pub dead_letter: String,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// Worker tasks decoding and rendering; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Deliveries in flight in total.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Deliveries in flight to one destination.
+    #[serde(default = "default_max_in_flight_per_destination")]
+    pub max_in_flight_per_destination: usize,
+    /// How long SIGTERM waits for in-flight deliveries before committing and exiting.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    /// How often settled offsets are committed.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: String,
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_max_in_flight_per_destination() -> usize {
+    1_000
+}
+fn default_drain_timeout() -> String {
+    "30s".into()
+}
+fn default_commit_interval() -> String {
+    "1s".into()
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        RawPipeline {
+            workers: 0,
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_per_destination: default_max_in_flight_per_destination(),
+            drain_timeout: default_drain_timeout(),
+            commit_interval: default_commit_interval(),
+        }
+    }
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Address of the `/metrics`, `/healthz`, `/readyz` endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `"text"` or `"json"`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9464".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        RawTelemetry {
+            listen: default_listen(),
+            log_format: default_log_format(),
+        }
+    }
+}
+
+/// `[[destinations]]`: one webhook (an Amplitude "sync").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Unique name, used in metrics, logs, delivery ids and dead letters.
+    pub name: String,
+    /// A disabled destination is validated but receives nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// http or https URL.
+    pub url: String,
+    /// TCP + TLS connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Timeout of one HTTP try.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Up to five custom headers.
+    #[serde(default)]
+    pub headers: Vec<RawHeader>,
+    /// Standard Webhooks signing.
+    pub signing: Option<RawSigning>,
+    /// The "Send events" toggle.
+    pub events: Option<RawEvents>,
+    /// The "Send users" toggle.
+    pub users: Option<RawUsers>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_connect_timeout() -> String {
+    "2s".into()
+}
+fn default_request_timeout() -> String {
+    "5s".into()
+}
+
+/// `{ name = "...", value = "..." }` or `{ name = "...", value_env = "NAME" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    /// Header name.
+    pub name: String,
+    /// Inline value.
+    pub value: Option<String>,
+    /// Environment variable holding the value.
+    pub value_env: Option<String>,
+}
+
+/// `[destinations.signing]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// Environment variables holding `whsec_...` secrets, newest first.
+    pub secrets_env: Vec<String>,
+}
+
+/// `[destinations.events]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    /// Whether events are sent.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Event types to send; empty = all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Boolean FTL expression over `input`.
+    pub filter: Option<String>,
+    /// Template file, relative to the config file.
+    pub template: Option<String>,
+    /// Template text.
+    pub template_inline: Option<String>,
+}
+
+/// `[destinations.users]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsers {
+    /// Whether users are sent.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Template file, relative to the config file.
+    pub template: Option<String>,
+    /// Template text.
+    pub template_inline: Option<String>,
+}

@@ -1,0 +1,273 @@
+//! Validation tests: every problem is reported at once, with its path; secrets never leak.
+
+use super::{load_str, Config, LogFormat, StrError};
+use std::path::Path;
+use std::time::Duration;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TOKEN" => Some("tok-s3cr3t-value".into()),
+        "BAD_TOKEN" => Some("line1\r\nInjected: yes".into()),
+        "SASL_PASSWORD" => Some("sasl-s3cr3t".into()),
+        "SIGNING" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "NOT_WHSEC" => Some("plain-s3cr3t".into()),
+        _ => None,
+    }
+}
+
+fn ok(text: &str) -> Config {
+    match load_str(text, Path::new("."), &env) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got: {e}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load_str(text, Path::new("."), &env) {
+        Ok(_) => panic!("expected problems, the config was accepted"),
+        Err(StrError::Parse(m)) => vec![m],
+        Err(StrError::Invalid(e)) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+events = ["ev"]
+dead_letter = "dlq"
+[[destinations]]
+name = "a"
+url = "http://127.0.0.1:8080/hook"
+[destinations.events]
+"#;
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.kafka.group_id, "hookpipe");
+    assert!(c.pipeline.workers >= 1);
+    assert_eq!(c.pipeline.max_in_flight, 10_000);
+    assert_eq!(c.pipeline.max_in_flight_per_destination, 1_000);
+    assert_eq!(c.pipeline.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.pipeline.commit_interval, Duration::from_secs(1));
+    assert_eq!(c.telemetry.listen.to_string(), "0.0.0.0:9464");
+    assert_eq!(c.telemetry.log_format, LogFormat::Text);
+    let d = &c.destinations[0];
+    assert_eq!(d.connect_timeout, Duration::from_secs(2));
+    assert_eq!(d.request_timeout, Duration::from_secs(5));
+    let ev = d.events.as_ref().expect("events on");
+    assert!(ev.accepts_type("anything"));
+    assert!(ev.template.is_none() && ev.filter.is_none());
+    assert!(d.users.is_none());
+}
+
+#[test]
+fn full_config_resolves_env_and_sorts_event_types() {
+    let c = ok(r#"
+[kafka]
+bootstrap_servers = "b1:9092,b2:9092"
+group_id = "g"
+[kafka.settings]
+"session.timeout.ms" = 10000
+"security.protocol" = "SASL_SSL"
+"sasl.password" = { env = "SASL_PASSWORD" }
+"enable.ssl.certificate.verification" = true
+[topics]
+events = ["ev1", "ev2"]
+identify = ["id"]
+dead_letter = "dlq"
+[pipeline]
+workers = 3
+max_in_flight = 100
+max_in_flight_per_destination = 10
+drain_timeout = "1m30s"
+commit_interval = "250ms"
+[telemetry]
+listen = "127.0.0.1:0"
+log_format = "json"
+[[destinations]]
+name = "braze"
+url = "https://rest.example.com/users/track"
+connect_timeout = "500ms"
+headers = [
+  { name = "Authorization", value_env = "TOKEN" },
+  { name = "X-Team", value = "growth" },
+]
+[destinations.signing]
+secrets_env = ["SIGNING"]
+[destinations.events]
+event_types = ["signup", "purchase", "signup"]
+[destinations.users]
+[[destinations]]
+name = "off"
+enabled = false
+url = "http://127.0.0.1:1/"
+[destinations.users]
+"#);
+    assert_eq!(c.pipeline.workers, 3);
+    assert_eq!(c.pipeline.drain_timeout, Duration::from_secs(90));
+    assert_eq!(c.pipeline.commit_interval, Duration::from_millis(250));
+    assert_eq!(c.telemetry.log_format, LogFormat::Json);
+    let settings: Vec<_> = c
+        .kafka
+        .settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert!(settings.contains(&("sasl.password", "sasl-s3cr3t")));
+    assert!(settings.contains(&("session.timeout.ms", "10000")));
+    assert!(settings.contains(&("enable.ssl.certificate.verification", "true")));
+    assert_eq!(c.destinations.len(), 1);
+    assert_eq!(c.disabled, vec!["off".to_string()]);
+    let d = &c.destinations[0];
+    assert_eq!(d.headers[0].0, "Authorization");
+    assert_eq!(d.headers[0].1.expose(), "tok-s3cr3t-value");
+    assert_eq!(d.signing_secrets.len(), 1);
+    let ev = d.events.as_ref().unwrap();
+    assert_eq!(ev.event_types, vec!["purchase", "signup"]);
+    assert!(ev.accepts_type("purchase") && !ev.accepts_type("click"));
+    assert!(d.users.is_some());
+    // Secrets never show in Debug output of the whole config.
+    let debug = format!("{c:?}");
+    for secret in [
+        "tok-s3cr3t-value",
+        "sasl-s3cr3t",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked in Debug");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    let all = problems(
+        r#"
+[kafka]
+bootstrap_servers = ""
+[kafka.settings]
+"enable.auto.commit" = "true"
+"sasl.password" = { env = "MISSING_SASL" }
+[topics]
+events = ["ev", "ev", "bad topic"]
+dead_letter = "ev"
+[pipeline]
+max_in_flight = 10
+max_in_flight_per_destination = 20
+drain_timeout = "soon"
+[telemetry]
+listen = "nowhere"
+log_format = "xml"
+[[destinations]]
+name = "braze"
+url = "ftp://example.com/"
+request_timeout = "0s"
+headers = [
+  { name = "A", value = "1" }, { name = "B", value = "2" }, { name = "C", value = "3" },
+  { name = "D", value = "4" }, { name = "E", value = "5" }, { name = "F", value = "6" },
+]
+[destinations.events]
+event_types = [""]
+[[destinations]]
+name = "braze"
+url = "not a url"
+headers = [
+  { name = "content-TYPE", value = "text/plain" },
+  { name = "User-Agent", value = "me" },
+  { name = "X-Bad", value_env = "BAD_TOKEN" },
+  { name = "X-Gone", value_env = "UNSET_TOKEN" },
+  { name = "Bad Name", value = "x" },
+]
+[destinations.signing]
+secrets_env = ["NOT_WHSEC"]
+[[destinations]]
+name = "silent"
+url = "http://127.0.0.1/"
+headers = [{ name = "X-Both", value = "a", value_env = "TOKEN" }, { name = "X-None" }]
+"#,
+    );
+    let expect = [
+        "kafka.bootstrap_servers: empty",
+        "kafka.settings.\"enable.auto.commit\": set by hookpipe itself",
+        "kafka.settings.\"sasl.password\": environment variable MISSING_SASL is not set",
+        "topics.events[1]: topic \"ev\" is listed twice",
+        "topics.events[2]: invalid character ' ' in topic name \"bad topic\"",
+        "topics.dead_letter: \"ev\" is also an input topic",
+        "pipeline.max_in_flight_per_destination: 20 is more than pipeline.max_in_flight (10)",
+        "pipeline.drain_timeout: invalid duration \"soon\"",
+        "telemetry.listen: \"nowhere\" is not an address",
+        "telemetry.log_format: \"xml\", expected \"text\" or \"json\"",
+        "destinations[0] \"braze\".url: scheme \"ftp\"",
+        "destinations[0] \"braze\".request_timeout: must be greater than zero",
+        "destinations[0] \"braze\".headers: 6 custom headers, at most 5",
+        "destinations[0] \"braze\".events.event_types[0]: empty event type",
+        "destinations[1] \"braze\".name: duplicate destination name \"braze\"",
+        "destinations[1] \"braze\".url: \"not a url\" is not a valid URL",
+        "destinations[1] \"braze\".headers[0].name: \"content-TYPE\" is a preset header",
+        "destinations[1] \"braze\".headers[1].name: \"User-Agent\" is a preset header",
+        "destinations[1] \"braze\".headers[2].value: CR or LF in header value",
+        "destinations[1] \"braze\".headers[3].value_env: environment variable UNSET_TOKEN is not set",
+        "destinations[1] \"braze\".headers[4].name: \"Bad Name\" is not a valid header name",
+        "destinations[1] \"braze\".signing.secrets_env[0]: NOT_WHSEC: not a Standard Webhooks secret",
+        "destinations[1] \"braze\": neither [destinations.events] nor [destinations.users] is enabled",
+        "destinations[2] \"silent\".headers[0]: both value and value_env",
+        "destinations[2] \"silent\".headers[1]: neither value nor value_env",
+        "destinations[2] \"silent\": neither [destinations.events] nor [destinations.users]",
+    ];
+    for e in expect {
+        assert!(
+            all.iter().any(|p| p.starts_with(e)),
+            "missing problem {e:?} in:\n{}",
+            all.join("\n")
+        );
+    }
+    assert_eq!(
+        all.len(),
+        expect.len(),
+        "unexpected extra problems:\n{}",
+        all.join("\n")
+    );
+    let joined = all.join("\n");
+    for secret in ["tok-s3cr3t-value", "Injected", "plain-s3cr3t"] {
+        assert!(!joined.contains(secret), "{secret} leaked into an error");
+    }
+}
+
+#[test]
+fn unknown_fields_and_wrong_types_are_parse_errors_with_position() {
+    let with_typo = MINIMAL.replace("url =", "uri =");
+    let m = problems(&with_typo).join("\n");
+    assert!(m.contains("unknown field `uri`"), "{m}");
+    assert!(m.contains("line"), "{m}");
+    let m = problems(&MINIMAL.replace(
+        "[destinations.events]",
+        "[destinations.events]\nevent_types = 3",
+    ))
+    .join("\n");
+    assert!(m.contains("event_types"), "{m}");
+}
+
+#[test]
+fn template_file_that_cannot_be_read_is_named() {
+    let text = format!("{MINIMAL}template = \"templates/missing.ftl\"\n");
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0].starts_with(
+            "destinations[0] \"a\".events.template: cannot read ./templates/missing.ftl"
+        ),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn no_destinations_or_all_disabled_is_an_error() {
+    let head = MINIMAL.split("[[destinations]]").next().unwrap();
+    assert!(problems(head)
+        .iter()
+        .any(|p| p.starts_with("destinations: no [[destinations]]")));
+    let off = MINIMAL.replace("url =", "enabled = false\nurl =");
+    assert!(problems(&off)
+        .iter()
+        .any(|p| p.starts_with("destinations: every destination is disabled")));
+}

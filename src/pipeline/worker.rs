@@ -1,0 +1,352 @@
+//! One worker: owns a shard of the partitions, decodes each message into a reused simd-json
+//! tape, routes it, renders payloads into a reused buffer, admits each delivery against the
+//! per-destination and total in-flight limits, and spawns its attempt. Messages of one partition
+//! are handled one after another, so first attempts start in partition order (per destination).
+
+use super::id::delivery_id;
+use super::settle::{FailedDelivery, Failure, Rejected};
+use super::user::write_user;
+use super::Shared;
+use crate::deliver::{Outcome, Request};
+use crate::retry::record::SourcePosition;
+use crate::route::{self, Malformed, Payload, Route, TopicKind};
+use crate::source::{Settlement, SourceMessage};
+use crate::template::{Input, RenderState, Template};
+use bytes::{Bytes, BytesMut};
+use simd_json::{Buffers, Tape};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+/// A payload ready to send, or the input a template failed on.
+enum Body {
+    Ready(Bytes),
+    RenderFailed { error: String, input: Bytes },
+}
+
+struct Planned {
+    route: Route,
+    body: Body,
+}
+
+/// Reusable decode and render state of one worker.
+pub(super) struct Worker {
+    shared: Arc<Shared>,
+    scratch: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+    user_json: Vec<u8>,
+    user_scratch: Vec<u8>,
+    user_buffers: Buffers,
+    user_tape: Option<Tape<'static>>,
+    state: RenderState,
+    out: BytesMut,
+    routes: Vec<Route>,
+    planned: Vec<Planned>,
+}
+
+fn render(
+    template: &Template,
+    state: &mut RenderState,
+    input: Input<'_, '_>,
+    input_bytes: &Bytes,
+    out: &mut BytesMut,
+) -> Body {
+    out.clear();
+    match template.render(state, input, out) {
+        Ok(()) => Body::Ready(out.split().freeze()),
+        Err(e) => Body::RenderFailed {
+            error: e.to_string(),
+            input: input_bytes.clone(),
+        },
+    }
+}
+
+impl Worker {
+    pub(super) fn new(shared: Arc<Shared>) -> Worker {
+        Worker {
+            shared,
+            scratch: Vec::new(),
+            buffers: Buffers::default(),
+            tape: Some(Tape::null()),
+            user_json: Vec::new(),
+            user_scratch: Vec::new(),
+            user_buffers: Buffers::default(),
+            user_tape: Some(Tape::null()),
+            state: RenderState::default(),
+            out: BytesMut::new(),
+            routes: Vec::new(),
+            planned: Vec::new(),
+        }
+    }
+
+    /// Handles messages until the channel closes.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<SourceMessage>) {
+        while let Some(msg) = rx.recv().await {
+            if self.shared.shutdown.is_cancelled() || msg.tracker.is_revoked() {
+                // Not registered, so not committed: read again by whoever owns it next.
+                continue;
+            }
+            self.handle(msg).await;
+        }
+    }
+
+    /// Decodes, routes and renders `payload` into `self.planned`. Synchronous: the tapes borrow
+    /// the scratch buffers and never live across an await.
+    fn prepare(&mut self, kind: TopicKind, payload: &Bytes) -> Result<(), Malformed> {
+        let Worker {
+            shared,
+            scratch,
+            buffers,
+            tape,
+            user_json,
+            user_scratch,
+            user_buffers,
+            user_tape,
+            state,
+            out,
+            routes,
+            planned,
+        } = self;
+        planned.clear();
+        scratch.clear();
+        scratch.extend_from_slice(payload);
+        let mut t: Tape<'_> = tape.take().unwrap_or_else(Tape::null).reset();
+        if let Err(e) = simd_json::fill_tape(scratch, buffers, &mut t) {
+            *tape = Some(t.reset());
+            return Err(Malformed::InvalidJson(e.to_string()));
+        }
+        let value = t.as_value();
+        let planned_ok = route::plan(
+            kind,
+            value,
+            &shared.destinations,
+            &shared.metrics,
+            state,
+            routes,
+        );
+        if planned_ok.is_ok() {
+            let dests = &shared.destinations;
+            let users_template = |r: &Route| {
+                dests[r.destination]
+                    .users
+                    .as_ref()
+                    .and_then(|u| u.template.as_ref())
+            };
+            // The user an event carries, built once per message if anyone wants it.
+            let user_bytes =
+                if kind == TopicKind::Events && routes.iter().any(|r| r.payload == Payload::User) {
+                    user_json.clear();
+                    write_user(value, user_json);
+                    Some(Bytes::copy_from_slice(user_json))
+                } else {
+                    None
+                };
+            // ...and decoded once if a users template needs it as `input`.
+            let mut ut: Tape<'_> = user_tape.take().unwrap_or_else(Tape::null).reset();
+            let user_decoded = match &user_bytes {
+                Some(bytes)
+                    if routes
+                        .iter()
+                        .any(|r| r.payload == Payload::User && users_template(r).is_some()) =>
+                {
+                    user_scratch.clear();
+                    user_scratch.extend_from_slice(bytes);
+                    Some(
+                        simd_json::fill_tape(user_scratch, user_buffers, &mut ut)
+                            .map_err(|e| e.to_string()),
+                    )
+                }
+                _ => None,
+            };
+            for r in routes.iter() {
+                let d = &dests[r.destination];
+                let body = match (r.payload, kind) {
+                    (Payload::Event, _) => {
+                        match d.events.as_ref().and_then(|e| e.template.as_ref()) {
+                            None => Body::Ready(payload.clone()),
+                            Some(tpl) => render(tpl, state, value, payload, out),
+                        }
+                    }
+                    (Payload::User, TopicKind::Identify) => match users_template(r) {
+                        None => Body::Ready(payload.clone()),
+                        Some(tpl) => render(tpl, state, value, payload, out),
+                    },
+                    (Payload::User, TopicKind::Events) => {
+                        let Some(user) = &user_bytes else { continue };
+                        match (users_template(r), &user_decoded) {
+                            (None, _) => Body::Ready(user.clone()),
+                            (Some(tpl), Some(Ok(()))) => {
+                                render(tpl, state, ut.as_value(), user, out)
+                            }
+                            (Some(_), Some(Err(e))) => Body::RenderFailed {
+                                error: format!("user object is not valid JSON: {e}"),
+                                input: user.clone(),
+                            },
+                            (Some(_), None) => continue,
+                        }
+                    }
+                };
+                planned.push(Planned { route: *r, body });
+            }
+            *user_tape = Some(ut.reset());
+        }
+        *tape = Some(t.reset());
+        planned_ok
+    }
+
+    async fn handle(&mut self, msg: SourceMessage) {
+        let shared = self.shared.clone();
+        let Some(&kind) = shared.topic_kinds.get(&*msg.topic) else {
+            return;
+        };
+        let source = SourcePosition {
+            topic: msg.topic.to_string(),
+            partition: msg.partition,
+            offset: msg.offset,
+        };
+        if let Err(m) = self.prepare(kind, &msg.payload) {
+            let reason = if msg.payload.is_empty() {
+                "invalid_json"
+            } else {
+                m.reason()
+            };
+            shared
+                .telemetry
+                .message_malformed(&msg.topic, msg.partition, msg.offset, reason);
+            let settlements = msg.tracker.register(msg.offset, 1);
+            let rejected = Rejected {
+                source,
+                reason,
+                detail: m.to_string(),
+                payload: msg.payload.clone(),
+            };
+            let failure = shared.failure.clone();
+            tokio::spawn(async move {
+                failure.reject(rejected).await;
+                settlements.into_iter().for_each(Settlement::settle);
+            });
+            return;
+        }
+        let mut planned = std::mem::take(&mut self.planned);
+        let settlements = msg.tracker.register(msg.offset, planned.len() as u32);
+        for (p, settlement) in planned.drain(..).zip(settlements) {
+            let d = &shared.destinations[p.route.destination];
+            let id = delivery_id(
+                &msg.topic,
+                msg.partition,
+                msg.offset,
+                &d.name,
+                p.route.payload.as_str(),
+            );
+            match p.body {
+                Body::RenderFailed { error, input } => {
+                    let failed = FailedDelivery {
+                        destination: d.name.clone(),
+                        request: Request {
+                            id,
+                            kind: p.route.kind,
+                            body: input,
+                        },
+                        source: source.clone(),
+                        failure: Failure::Render { error },
+                    };
+                    let failure = shared.failure.clone();
+                    tokio::spawn(async move {
+                        failure.park(failed).await;
+                        settlement.settle();
+                    });
+                }
+                Body::Ready(body) => {
+                    let Some(permits) = admit(&shared, p.route.destination).await else {
+                        // Shutting down: the rest of this message stays unsettled.
+                        break;
+                    };
+                    let delivery = Delivery {
+                        shared: shared.clone(),
+                        destination: p.route.destination,
+                        request: Request {
+                            id,
+                            kind: p.route.kind,
+                            body,
+                        },
+                        source: source.clone(),
+                        timestamp_ms: msg.timestamp_ms,
+                        settlement,
+                        _permits: permits,
+                    };
+                    tokio::spawn(delivery.run());
+                }
+            }
+        }
+        self.planned = planned;
+    }
+}
+
+/// Waits for room for one more delivery to `destination`: first its own limit, then the total.
+/// `None` if shutdown started while waiting.
+async fn admit(
+    shared: &Shared,
+    destination: usize,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let per = shared.permits[destination].clone();
+    let total = shared.total.clone();
+    tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => None,
+        permits = async {
+            let p = per.acquire_owned().await.ok()?;
+            let t = total.acquire_owned().await.ok()?;
+            Some((p, t))
+        } => permits,
+    }
+}
+
+/// One admitted delivery: its attempt, then settlement. Holds its permits until settled, so the
+/// in-flight limits bound memory including deliveries being handed to the failure path.
+struct Delivery {
+    shared: Arc<Shared>,
+    destination: usize,
+    request: Request,
+    source: SourcePosition,
+    timestamp_ms: Option<i64>,
+    settlement: Settlement,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Delivery {
+    async fn run(self) {
+        let shared = &self.shared;
+        let metrics = &shared.metrics[self.destination];
+        metrics.admitted();
+        let started = tokio::time::Instant::now();
+        let outcome = shared.clients[self.destination]
+            .attempt(&self.request)
+            .await;
+        let took = started.elapsed();
+        match outcome {
+            Outcome::Delivered { tries } => {
+                metrics.attempt(&self.request.id, true, tries.len(), took);
+                if let Some(ts) = self.timestamp_ms {
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let sent = Duration::from_millis(ts.max(0) as u64);
+                    shared.telemetry.end_to_end(now.saturating_sub(sent));
+                }
+            }
+            Outcome::Failed { tries } => {
+                metrics.attempt(&self.request.id, false, tries.len(), took);
+                let failed = FailedDelivery {
+                    destination: shared.destinations[self.destination].name.clone(),
+                    request: self.request.clone(),
+                    source: self.source.clone(),
+                    failure: Failure::Attempt { tries },
+                };
+                shared.failure.park(failed).await;
+            }
+        }
+        metrics.settled();
+        self.settlement.settle();
+    }
+}

@@ -1,0 +1,215 @@
+//! The retry path as the pipeline's failure path: [`RetryService`] implements
+//! [`FailurePath`], so `pipeline::run` hands it every delivery whose first attempt failed, and
+//! it parks them durably in the retry tiers (whose consumers it runs) instead of dead-lettering
+//! them at once. Render failures and malformed messages cannot succeed on a later attempt (the
+//! same input gives the same error), so they still go straight to the dead-letter topic through
+//! the pipeline's [`DeadLetters`].
+//!
+//! Wiring, in `pipeline::run`: build the clients, then
+//! `RetryService::start(&base, dead_letter_topic, RetrySettings::new(group_id), clients,
+//! telemetry, shutdown)` instead of `DeadLetters::new(..)`, use the service as the
+//! `failure` path, and `join` the returned [`RetryTasks`] after the pipeline has drained.
+
+use super::park::{producer_config, Parked, Parker, DEFAULT_TIER_PREFIX};
+use super::schedule::Schedule;
+use super::tier::{Tier, TierError, TierLimits};
+use super::topics::{ensure_topics, TopicsError};
+use crate::deliver::Client;
+use crate::pipeline::settle::{
+    DeadLetters, Durable, FailedDelivery, Failure, FailurePath, Rejected,
+};
+use crate::telemetry::Telemetry;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How the retry path is set up. [`RetrySettings::new`] gives Amplitude's schedule and the
+/// default tier names.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Waits between attempts (one tier per distinct wait).
+    pub schedule: Schedule,
+    /// Tier topics are `<tier_prefix>-<wait>`.
+    pub tier_prefix: String,
+    /// Consumer group of every tier consumer (not the pipeline's group).
+    pub group_id: String,
+    /// Partitions of tier topics created at start (existing topics are left as they are).
+    pub tier_partitions: i32,
+    /// Replication factor of tier topics created at start.
+    pub replication: i32,
+    /// Create missing tier topics at start.
+    pub create_topics: bool,
+    /// Concurrency and memory bounds of each tier's consumer.
+    pub limits: TierLimits,
+}
+
+impl RetrySettings {
+    /// Defaults for a deployment whose pipeline consumer group is `pipeline_group`: tiers consumed
+    /// by group `<pipeline_group>-retry`, Amplitude's schedule, `hookpipe-retry-*` topics with 6
+    /// partitions and replication 1 when created.
+    pub fn new(pipeline_group: &str) -> RetrySettings {
+        RetrySettings {
+            schedule: Schedule::amplitude(),
+            tier_prefix: DEFAULT_TIER_PREFIX.to_string(),
+            group_id: format!("{pipeline_group}-retry"),
+            tier_partitions: 6,
+            replication: 1,
+            create_topics: true,
+            limits: TierLimits::default(),
+        }
+    }
+}
+
+/// Why the retry path could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryStartError {
+    /// A Kafka producer could not be built.
+    #[error("retry path: producer: {0}")]
+    Producer(#[source] KafkaError),
+    /// Tier topics could not be created.
+    #[error(transparent)]
+    Topics(#[from] TopicsError),
+    /// A tier consumer could not be built.
+    #[error(transparent)]
+    Tier(#[from] TierError),
+}
+
+/// The running tier consumers; [`RetryTasks::join`] waits for them after shutdown fired.
+#[derive(Debug)]
+pub struct RetryTasks {
+    tasks: JoinSet<Result<(), TierError>>,
+}
+
+impl RetryTasks {
+    /// Waits (at most `timeout`) until every tier consumer has finished its in-flight attempts
+    /// and committed. Returns the consumers that failed or did not stop in time, as text.
+    pub async fn join(mut self, timeout: Duration) -> Vec<String> {
+        let mut problems = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(Ok(())))) => {}
+                Ok(Some(Ok(Err(e)))) => problems.push(e.to_string()),
+                Ok(Some(Err(e))) => problems.push(format!("retry tier task: {e}")),
+                Err(_) => {
+                    problems.push(format!(
+                        "{} retry tier(s) did not stop within {timeout:?}",
+                        self.tasks.len()
+                    ));
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The durable retry path behind the pipeline's [`FailurePath`]. Cloning is shallow.
+#[derive(Clone, Debug)]
+pub struct RetryService {
+    parker: Parker,
+    dead_letters: DeadLetters,
+    telemetry: Arc<Telemetry>,
+}
+
+impl RetryService {
+    /// Creates the tier topics (if asked), starts one consumer per tier (stopping when `shutdown`
+    /// fires), and returns the failure path with the consumers' tasks. `clients` are the
+    /// destinations' clients by name (the same ones the pipeline uses, sharing their pools).
+    pub async fn start(
+        base: &ClientConfig,
+        dead_letter_topic: &str,
+        settings: RetrySettings,
+        clients: HashMap<String, Client>,
+        telemetry: Arc<Telemetry>,
+        shutdown: CancellationToken,
+    ) -> Result<(RetryService, RetryTasks), RetryStartError> {
+        let producer: FutureProducer = producer_config(base)
+            .create()
+            .map_err(RetryStartError::Producer)?;
+        let parker = Parker::new(
+            producer,
+            settings.schedule.clone(),
+            &settings.tier_prefix,
+            dead_letter_topic,
+        );
+        if settings.create_topics {
+            ensure_topics(
+                base,
+                parker.tier_topics(),
+                settings.tier_partitions,
+                settings.replication,
+                Duration::from_secs(30),
+            )
+            .await?;
+        }
+        let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
+            .map_err(RetryStartError::Producer)?;
+        let clients = Arc::new(clients);
+        let mut tasks = JoinSet::new();
+        for topic in parker.tier_topics() {
+            let tier = Tier::new(
+                base,
+                &settings.group_id,
+                topic,
+                clients.clone(),
+                parker.clone(),
+                settings.limits,
+            )?;
+            tasks.spawn(tier.run(shutdown.clone()));
+        }
+        Ok((
+            RetryService {
+                parker,
+                dead_letters,
+                telemetry,
+            },
+            RetryTasks { tasks },
+        ))
+    }
+
+    /// The parker (tier and dead-letter writer) this service uses.
+    pub fn parker(&self) -> &Parker {
+        &self.parker
+    }
+}
+
+impl FailurePath for RetryService {
+    fn park(&self, failed: FailedDelivery) -> Durable {
+        match failed.failure {
+            Failure::Attempt { tries } => {
+                let this = self.clone();
+                Box::pin(async move {
+                    let parked = this
+                        .parker
+                        .first_attempt_failed(
+                            &failed.destination,
+                            &failed.request,
+                            Some(failed.source.clone()),
+                            tries,
+                        )
+                        .await;
+                    if let Parked::DeadLettered { .. } = parked {
+                        this.telemetry.dead_lettered(
+                            "attempts_exhausted",
+                            &failed.source.topic,
+                            &failed.request.id,
+                        );
+                    }
+                })
+            }
+            Failure::Render { .. } => self.dead_letters.park(failed),
+        }
+    }
+
+    fn reject(&self, rejected: Rejected) -> Durable {
+        self.dead_letters.reject(rejected)
+    }
+}

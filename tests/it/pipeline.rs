@@ -1,0 +1,685 @@
+//! The main job end to end: the real `hookpipe` binary, a real Kafka broker, real HTTP receivers
+//! on 127.0.0.1. Each test writes a config, spawns `hookpipe run`, produces Amplitude-format
+//! messages, and checks what the receivers got (payloads, headers, delivery ids), what landed in
+//! the dead-letter topic, and what the consumer group committed. Every wait is bounded.
+
+use crate::support::http::{Receiver, Reply, Script};
+use crate::support::kafka::{
+    broker, committed_offsets, produce_many, read_all, unique_name, unique_topic, Outgoing,
+};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// Hard bound on every wait in this file.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `hookpipe run`, killed (SIGKILL) on drop. Its log goes to a file that is printed
+/// when a test fails while the process is still held.
+struct Hookpipe {
+    child: Option<Child>,
+    log: PathBuf,
+    metrics: std::net::SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl Hookpipe {
+    /// Writes `config` (with `{METRICS}` replaced by a free port) into `dir` and starts the binary.
+    fn start(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Hookpipe {
+        let port = free_port();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config.replace("{METRICS}", &port.to_string())).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookpipe"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawning hookpipe");
+        Hookpipe {
+            child: Some(child),
+            log,
+            metrics: ([127, 0, 0, 1], port).into(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no drain.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut().expect("running");
+            if let Some(s) = c.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hookpipe did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET `path` on the telemetry endpoint: (status, body), or None if it does not answer.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let addr = self.metrics;
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            let status = out.get(9..12)?.parse().ok()?;
+            let body = out.split_once("\r\n\r\n")?.1.to_string();
+            Some((status, body))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The value of the first sample line starting with `prefix` in `/metrics`.
+    async fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits until the process owns at least one partition.
+    async fn wait_assigned(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .metric("hookpipe_partitions_assigned")
+            .await
+            .unwrap_or(0.0)
+            < 1.0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no partition assigned within {WAIT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Hookpipe {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- hookpipe log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The config's head: Kafka, topics, fast commits, metrics on `{METRICS}`.
+fn head(group: &str, events: &[&str], identify: &[&str], dead_letter: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{group}"
+[kafka.settings]
+"session.timeout.ms" = "10000"
+"heartbeat.interval.ms" = "1000"
+[topics]
+events = {events:?}
+identify = {identify:?}
+dead_letter = "{dead_letter}"
+[pipeline]
+workers = 2
+max_in_flight = 200
+max_in_flight_per_destination = 50
+drain_timeout = "20s"
+commit_interval = "200ms"
+[telemetry]
+listen = "127.0.0.1:{{METRICS}}"
+"#,
+        broker().bootstrap()
+    )
+}
+
+/// An Amplitude export-format event.
+fn event(i: usize, event_type: &str) -> String {
+    let plan = if i % 2 == 0 { "pro" } else { "free" };
+    format!(
+        r#"{{"event_type":"{event_type}","user_id":"user-{i}","device_id":"device-{i}","event_time":"2022-02-28 20:07:01.795","insert_id":"insert-{i}","event_properties":{{"i":{i},"plan":"{plan}"}},"user_properties":{{"email":"user{i}@example.com"}}}}"#
+    )
+}
+
+/// Every request's delivery id must be present and UUID-shaped; returns id → count.
+fn ids(requests: &[crate::support::http::Recorded]) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for r in requests {
+        let id = r
+            .header("x-hookpipe-delivery-id")
+            .unwrap_or_else(|| panic!("request {} has no delivery id", r.index));
+        assert_eq!(id.len(), 36, "{id}");
+        *ids.entry(id.to_string()).or_insert(0) += 1;
+    }
+    ids
+}
+
+/// Waits until `receiver` has 2xx-answered requests with `n` distinct delivery ids.
+async fn wait_unique(
+    receiver: &Receiver,
+    n: usize,
+    what: &str,
+    hp: &[&Hookpipe],
+) -> HashMap<String, usize> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ok: Vec<_> = receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r.succeeded())
+            .collect();
+        let ids = ids(&ok);
+        if ids.len() >= n {
+            return ids;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let logs: Vec<String> = hp.iter().map(|h| h.log()).collect();
+            panic!(
+                "{what}: {} of {n} distinct deliveries within {WAIT:?}; logs:\n{}",
+                ids.len(),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn produce_events(types: &[&str]) -> Vec<Outgoing> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Outgoing::new(event(i, t)).key(format!("user-{i}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_events_and_filtered_destinations_get_exact_payloads_and_headers() {
+    let events = unique_topic("pl-events", 3).await;
+    let dlq = unique_topic("pl-dlq", 1).await;
+    let all = Receiver::start().await;
+    let purchases = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "all"
+url = "{}"
+headers = [
+  {{ name = "Authorization", value_env = "PL_TEST_TOKEN" }},
+  {{ name = "X-Team", value = "growth" }},
+]
+[destinations.events]
+[[destinations]]
+name = "purchases"
+url = "{}"
+[destinations.events]
+event_types = ["purchase"]
+"#,
+        head(&unique_name("pl-group"), &[&events], &[], &dlq),
+        all.url_for("/all"),
+        purchases.url_for("/purchases"),
+    );
+    let hp = Hookpipe::start(
+        dir.path(),
+        "hp",
+        &config,
+        &[("PL_TEST_TOKEN", "Bearer s3cr3t")],
+    );
+    let mut types = vec!["click"; 20];
+    types.extend(vec!["purchase"; 9]);
+    types.push("$exposure");
+    let produced = produce_events(&types);
+    let sent: HashSet<String> = produced
+        .iter()
+        .map(|o| String::from_utf8(o.payload.clone()).unwrap())
+        .collect();
+    produce_many(&events, produced).await;
+
+    let ids_all = wait_unique(&all, 30, "all", &[&hp]).await;
+    let ids_purchases = wait_unique(&purchases, 9, "purchases", &[&hp]).await;
+    assert_eq!(ids_all.len(), 30);
+    assert_eq!(ids_purchases.len(), 9);
+    let got: HashSet<String> = all.requests().iter().map(|r| r.body_str()).collect();
+    assert_eq!(got, sent, "as-is payloads are the produced bytes, exactly");
+    for r in all.requests() {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/all");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("user-agent"), Some("Amplitude/Webhook/1.0"));
+        assert_eq!(r.header("authorization"), Some("Bearer s3cr3t"));
+        assert_eq!(r.header("x-team"), Some("growth"));
+        let kind = if r.json()["event_type"] == "$exposure" {
+            "experiments.exposure"
+        } else {
+            "events.track"
+        };
+        assert_eq!(r.header("x-hookpipe-type"), Some(kind));
+    }
+    for r in purchases.requests() {
+        assert_eq!(r.json()["event_type"], "purchase");
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "headers are per destination"
+        );
+    }
+    // The two destinations' ids differ for the same message.
+    assert!(ids_purchases.keys().all(|id| !ids_all.contains_key(id)));
+
+    // Metrics: a live scrape, in a shape promtool accepts, counting what happened.
+    let (status, body) = hp.get("/metrics").await.expect("metrics answer");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!(
+            "hookpipe_messages_consumed_total{{topic=\"{events}\"}} 30"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("hookpipe_deliveries_total{destination=\"all\",outcome=\"delivered\"} 30"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "hookpipe_deliveries_total{destination=\"purchases\",outcome=\"delivered\"} 9"
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("s3cr3t"), "secrets never reach metrics");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hp.get("/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(hp.get("/readyz").await.map(|r| r.0), Some(200));
+    assert!(!hp.log().contains("s3cr3t"), "secrets never reach logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_forwarded_from_identify_and_from_events() {
+    let events = unique_topic("pl-uevents", 2).await;
+    let identify = unique_topic("pl-identify", 2).await;
+    let dlq = unique_topic("pl-udlq", 1).await;
+    let users = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "users"
+url = "{}"
+[destinations.users]
+"#,
+        head(&unique_name("pl-ugroup"), &[&events], &[&identify], &dlq),
+        users.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    let identifies: Vec<String> = (0..5)
+        .map(|i| {
+            format!(r#"{{"user_id":"id-user-{i}","user_properties":{{"$set":{{"plan":"pro"}}}}}}"#)
+        })
+        .collect();
+    produce_many(
+        &identify,
+        identifies.iter().map(|s| Outgoing::new(s.clone())),
+    )
+    .await;
+    produce_many(&events, produce_events(&["click", "purchase", "click"])).await;
+
+    wait_unique(&users, 8, "users", &[&hp]).await;
+    let reqs = users.requests();
+    assert!(reqs
+        .iter()
+        .all(|r| r.header("x-hookpipe-type") == Some("events.identify")));
+    let bodies: HashSet<String> = reqs.iter().map(|r| r.body_str()).collect();
+    for i in &identifies {
+        assert!(bodies.contains(i), "identify forwarded as-is: {i}");
+    }
+    for i in 0..3 {
+        let expected = format!(
+            r#"{{"user_id":"user-{i}","device_id":"device-{i}","user_properties":{{"email":"user{i}@example.com"}},"time":"2022-02-28 20:07:01.795","event_time":"2022-02-28 20:07:01.795"}}"#
+        );
+        assert!(
+            bodies.contains(&expected),
+            "user of event {i} missing: {expected}\n{bodies:#?}"
+        );
+    }
+    // Events themselves are not sent: the events toggle is off.
+    assert!(reqs.iter().all(|r| r.json().get("event_type").is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_and_failed_deliveries_go_to_the_dead_letter_topic() {
+    let events = unique_topic("pl-mevents", 1).await;
+    let dlq = unique_topic("pl-mdlq", 1).await;
+    let ok = Receiver::start().await;
+    let rejecting = Receiver::with_script(Script::always(Reply::Status(400))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "ok"
+url = "{}"
+[destinations.events]
+[[destinations]]
+name = "rejecting"
+url = "{}"
+[destinations.events]
+event_types = ["purchase"]
+"#,
+        head(&unique_name("pl-mgroup"), &[&events], &[], &dlq),
+        ok.url(),
+        rejecting.url(),
+    );
+    let hp = Hookpipe::start(dir.path(), "hp", &config, &[]);
+    let messages = vec![
+        Outgoing::new("this is not json"),
+        Outgoing::new(r#"{"user_id":"no event type"}"#),
+        Outgoing::new(event(7, "click")),
+        Outgoing::new(r#"[1,2,3]"#),
+        Outgoing::new(event(8, "purchase")),
+    ];
+    let positions = produce_many(&events, messages).await;
+
+    let dead = read_all(&dlq, 4, WAIT).await;
+    assert_eq!(dead.len(), 4, "log:\n{}", hp.log());
+    let by_reason: HashMap<String, &crate::support::kafka::Record> = dead
+        .iter()
+        .map(|r| (r.header("hookpipe.reason").expect("reason header"), r))
+        .collect();
+    for (reason, index) in [
+        ("invalid_json", 0),
+        ("missing_event_type", 1),
+        ("not_an_object", 3),
+    ] {
+        let r = by_reason
+            .get(reason)
+            .unwrap_or_else(|| panic!("no {reason} dead letter: {dead:#?}"));
+        assert_eq!(
+            r.header("hookpipe.source.topic").as_deref(),
+            Some(events.as_str())
+        );
+        assert_eq!(r.header("hookpipe.source.partition").as_deref(), Some("0"));
+        assert_eq!(
+            r.header("hookpipe.source.offset"),
+            Some(positions[index].offset.to_string())
+        );
+        let letter = hookpipe::retry::DeadLetter::from_json(r.payload.as_deref().unwrap()).unwrap();
+        assert!(
+            letter.reason.starts_with("malformed message"),
+            "{}",
+            letter.reason
+        );
+        assert!(letter.delivery.is_none());
+    }
+    let failed = by_reason
+        .get("attempt_failed")
+        .expect("failed delivery dead-lettered");
+    assert_eq!(
+        failed.header("hookpipe.destination").as_deref(),
+        Some("rejecting")
+    );
+    let letter =
+        hookpipe::retry::DeadLetter::from_json(failed.payload.as_deref().unwrap()).unwrap();
+    let delivery = letter.delivery.expect("the delivery with its tries");
+    assert_eq!(delivery.body.as_ref(), event(8, "purchase").as_bytes());
+    assert_eq!(delivery.attempts.len(), 1);
+    assert_eq!(delivery.attempts[0].tries[0].status, Some(400));
+    assert_eq!(
+        Some(delivery.delivery_id.clone()),
+        failed.header("hookpipe.delivery_id")
+    );
+    assert_eq!(
+        rejecting.requests()[0].header("x-hookpipe-delivery-id"),
+        Some(delivery.delivery_id.as_str()),
+        "the dead letter carries the id the receiver saw"
+    );
+    // Valid messages still flowed, and everything settled: all five offsets are committed.
+    wait_unique(&ok, 2, "ok", &[&hp]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let committed = committed_offsets(&hp_group(&config), &events).await;
+        if committed.get(&0).copied().flatten() == Some(5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {committed:?}; log:\n{}",
+            hp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        hp.metric("hookpipe_dead_letters_total{reason=\"invalid_json\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+/// The group id written in a config made by [`head`].
+fn hp_group(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("group_id = "))
+        .map(|g| g.trim_matches('"').to_string())
+        .expect("group_id in config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_delivers_every_message() {
+    const N: usize = 400;
+    let events = unique_topic("pl-kevents", 4).await;
+    let dlq = unique_topic("pl-kdlq", 1).await;
+    // A slowish receiver so the kill lands mid-stream.
+    let receiver = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(20),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"r\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&unique_name("pl-kgroup"), &[&events], &[], &dlq),
+        receiver.url(),
+    );
+    let types = vec!["click"; N];
+    produce_many(&events, produce_events(&types)).await;
+    let mut first = Hookpipe::start(dir.path(), "first", &config, &[]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.count() < N / 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress; log:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let at_kill = receiver.count();
+    assert!(
+        at_kill < N,
+        "the kill should land mid-stream ({at_kill} of {N} delivered)"
+    );
+    let second = Hookpipe::start(dir.path(), "second", &config, &[]);
+    let ids = wait_unique(&receiver, N, "after restart", &[&second]).await;
+    assert_eq!(ids.len(), N, "every message delivered at least once");
+    let bodies: HashSet<String> = receiver.requests().iter().map(|r| r.body_str()).collect();
+    assert_eq!(bodies.len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_zero_with_no_redelivery() {
+    const N: usize = 200;
+    let events = unique_topic("pl-tevents", 2).await;
+    let dlq = unique_topic("pl-tdlq", 1).await;
+    let receiver = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(50),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("pl-tgroup");
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"r\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&group, &[&events], &[], &dlq),
+        receiver.url(),
+    )
+    .replace(
+        "max_in_flight_per_destination = 50",
+        "max_in_flight_per_destination = 10",
+    );
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    let mut first = Hookpipe::start(dir.path(), "first", &config, &[]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.count() < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress; log:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = first.terminate(Duration::from_secs(25)).await;
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        first.log()
+    );
+    let delivered_before = ids(&receiver.requests());
+    assert!(delivered_before.len() < N, "SIGTERM should land mid-stream");
+    // What the group committed covers exactly the delivered messages (each message has one
+    // delivery here): nothing delivered is left uncommitted, nothing undelivered is committed.
+    let committed: i64 = committed_offsets(&group, &events)
+        .await
+        .values()
+        .map(|o| o.unwrap_or(0))
+        .sum();
+    assert_eq!(
+        committed as usize,
+        delivered_before.len(),
+        "log:\n{}",
+        first.log()
+    );
+    // Restart: the rest arrives, and nothing delivered before is delivered again.
+    let second = Hookpipe::start(dir.path(), "second", &config, &[]);
+    let all = wait_unique(&receiver, N, "after restart", &[&second]).await;
+    let duplicates: usize = all.values().map(|c| c - 1).sum();
+    assert_eq!(duplicates, 0, "a clean drain redelivers nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_in_one_group_share_partitions_and_deliver_everything() {
+    const N: usize = 300;
+    let events = unique_topic("pl-gevents", 6).await;
+    let dlq = unique_topic("pl-gdlq", 1).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[destinations]]\nname = \"r\"\nurl = \"{}\"\n[destinations.events]\n",
+        head(&unique_name("pl-ggroup"), &[&events], &[], &dlq),
+        receiver.url(),
+    );
+    let a = Hookpipe::start(dir.path(), "a", &config, &[]);
+    let b = Hookpipe::start(dir.path(), "b", &config, &[]);
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    // Both members hold partitions at the same time before anything is produced.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (pa, pb) = (
+            a.metric("hookpipe_partitions_assigned")
+                .await
+                .unwrap_or(0.0),
+            b.metric("hookpipe_partitions_assigned")
+                .await
+                .unwrap_or(0.0),
+        );
+        if pa >= 1.0 && pb >= 1.0 && pa + pb == 6.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "assignment {pa} + {pb}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    produce_many(&events, produce_events(&vec!["click"; N])).await;
+    let ids = wait_unique(&receiver, N, "two members", &[&a, &b]).await;
+    assert_eq!(ids.len(), N);
+    let prefix = "hookpipe_deliveries_total{destination=\"r\",outcome=\"delivered\"}";
+    let da = a.metric(prefix).await.unwrap_or(0.0);
+    let db = b.metric(prefix).await.unwrap_or(0.0);
+    assert!(da > 0.0 && db > 0.0, "both members delivered: {da} + {db}");
+    assert!(da + db >= N as f64);
+}
