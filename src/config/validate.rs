@@ -25,20 +25,9 @@ pub const MAX_CUSTOM_HEADERS: usize = 5;
 pub const PRESET_HEADERS: [&str; 2] = ["content-type", "user-agent"];
 
 /// Headers a custom header may not set because the HTTP client or the delivery protocol owns
-/// them (framing, the delivery id and type, signatures).
-const RESERVED_HEADERS: [&str; 11] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "te",
-    "upgrade",
-    "x-hookpipe-delivery-id",
-    "x-hookpipe-type",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
+/// them (framing, the delivery id and type, signatures): the delivery client's own list, so
+/// `hookpipe check` refuses exactly what `hookpipe run` would.
+use crate::deliver::request::RESERVED_HEADERS;
 
 /// librdkafka properties hookpipe sets itself: setting them in `[kafka.settings]` would break
 /// the offset-commit contract or contradict `[kafka]`.
