@@ -230,10 +230,14 @@ impl Worker {
                 detail: m.to_string(),
                 payload: msg.payload.clone(),
             };
+            let Some(permit) = admit_total(&shared).await else {
+                return;
+            };
             let failure = shared.failure.clone();
             tokio::spawn(async move {
                 failure.reject(rejected).await;
                 settlements.into_iter().for_each(Settlement::settle);
+                drop(permit);
             });
             return;
         }
@@ -260,10 +264,14 @@ impl Worker {
                         source: source.clone(),
                         failure: Failure::Render { error },
                     };
+                    let Some(permit) = admit_total(&shared).await else {
+                        break;
+                    };
                     let failure = shared.failure.clone();
                     tokio::spawn(async move {
                         failure.park(failed).await;
                         settlement.settle();
+                        drop(permit);
                     });
                 }
                 Body::Ready(body) => {
@@ -308,6 +316,17 @@ pub(super) async fn admit(
             let t = total.acquire_owned().await.ok()?;
             Some((p, t))
         } => permits,
+    }
+}
+
+/// Waits for room under the total limit only, for hand-offs that make no HTTP attempt
+/// (malformed messages, render failures), so a slow dead-letter topic bounds them too.
+async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    let total = shared.total.clone();
+    tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => None,
+        permit = total.acquire_owned() => permit.ok(),
     }
 }
 
