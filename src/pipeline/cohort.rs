@@ -6,7 +6,7 @@
 //! ids (`docs/cohorts.md`).
 
 use super::settle::{FailedDelivery, Failure, Rejected};
-use super::worker::{admit, Delivery};
+use super::worker::{admit, admit_total, Delivery};
 use super::Shared;
 use crate::cohort::{Chunk, Renderer};
 use crate::retry::record::SourcePosition;
@@ -37,10 +37,15 @@ pub(super) async fn handle(
                 detail: e.to_string(),
                 payload: msg.payload.clone(),
             };
+            // Hand-offs hold a permit of the total limit too, like the worker's.
+            let Some(permit) = admit_total(shared).await else {
+                return;
+            };
             let failure = shared.failure.clone();
             tokio::spawn(async move {
                 failure.reject(rejected).await;
                 settlements.into_iter().for_each(Settlement::settle);
+                drop(permit);
             });
             return;
         }
@@ -80,10 +85,14 @@ pub(super) async fn handle(
                         error: format!("{}: {error}", rendered.message_id),
                     },
                 };
+                let Some(permit) = admit_total(shared).await else {
+                    return;
+                };
                 let failure = shared.failure.clone();
                 tokio::spawn(async move {
                     failure.park(failed).await;
                     settlement.settle();
+                    drop(permit);
                 });
                 continue;
             }

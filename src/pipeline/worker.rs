@@ -321,7 +321,7 @@ pub(super) async fn admit(
 
 /// Waits for room under the total limit only, for hand-offs that make no HTTP attempt
 /// (malformed messages, render failures), so a slow dead-letter topic bounds them too.
-async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+pub(super) async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
     let total = shared.total.clone();
     tokio::select! {
         biased;
