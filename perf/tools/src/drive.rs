@@ -29,7 +29,15 @@ use std::time::{Duration, Instant};
 pub struct Scenario {
     /// One line saying what the scenario measures.
     pub description: String,
-    /// Backlog size (overridable with `--events`).
+    /// What is produced: `events` (Amplitude events) or `cohort` (one computed cohort change of
+    /// `events` entering users, in chunks of `chunk_size`; each destination must receive every
+    /// user once, counted by `user_id` with `id = "json:user_id"`).
+    #[serde(default = "default_load")]
+    pub load: String,
+    /// Users per cohort chunk message (cohort load only).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u64,
+    /// Backlog size (overridable with `--events`): events, or cohort users.
     #[serde(default = "default_events")]
     pub events: u64,
     /// Partitions of the events topic.
@@ -65,6 +73,12 @@ pub struct Scenario {
 
 fn default_events() -> u64 {
     10_000_000
+}
+fn default_load() -> String {
+    "events".into()
+}
+fn default_chunk_size() -> u64 {
+    10_000
 }
 fn default_partitions() -> i32 {
     4
@@ -408,6 +422,16 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let sc: Scenario = toml::from_str(&text)
         .map_err(|e| RunError(format!("{}: {e}", dir.join("scenario.toml").display())))?;
     let events = args.events.unwrap_or(sc.events);
+    let cohort_chunk_size = match sc.load.as_str() {
+        "events" => None,
+        "cohort" => Some(sc.chunk_size.max(1)),
+        other => {
+            return Err(RunError(format!(
+                "{}: load = {other:?}: expected \"events\" or \"cohort\"",
+                dir.join("scenario.toml").display()
+            )))
+        }
+    };
     let ids: IdSource = args
         .id
         .as_deref()
@@ -472,6 +496,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         count: events,
         rate: None,
         compression: sc.compression.clone(),
+        cohort_chunk_size,
     })
     .await?;
     eprintln!(
@@ -529,7 +554,15 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     };
     eprintln!("perf: pipeline: {}", commands.join(" | "));
 
-    let expected = expected_counts(&sc.destinations, 0, events);
+    let expected = match cohort_chunk_size {
+        // Every destination gets every user of the change once.
+        Some(_) => sc
+            .destinations
+            .iter()
+            .map(|d| (d.path.clone(), events))
+            .collect(),
+        None => expected_counts(&sc.destinations, 0, events),
+    };
     let total_expected: u64 = expected.values().sum();
     let drained = wait_for(
         &sink,
@@ -558,7 +591,10 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     }
 
     // Latency at a fixed rate.
-    let latency_seconds = args.latency_seconds.unwrap_or(sc.latency_seconds);
+    let latency_seconds = match cohort_chunk_size {
+        Some(_) => 0.0,
+        None => args.latency_seconds.unwrap_or(sc.latency_seconds),
+    };
     let mut latency = json!(null);
     let mut latency_expected = HashMap::new();
     if drained.is_ok() && latency_seconds > 0.0 {
@@ -579,6 +615,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             count,
             rate: Some(rate),
             compression: sc.compression.clone(),
+            cohort_chunk_size: None,
         })
         .await?;
         latency_expected = expected_counts(&sc.destinations, 0, events + count);
@@ -629,7 +666,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     };
     let s = sink.summary(&final_expected);
     let mut first_missing = serde_json::Map::new();
-    if ids == IdSource::Seq && s["missing"].as_u64().unwrap_or(0) > 0 {
+    if matches!(ids, IdSource::Seq(_)) && s["missing"].as_u64().unwrap_or(0) > 0 {
         for d in &sc.destinations {
             let m = sink.first_missing(&d.path, total_events, &|q| d.wants(q), 10);
             if !m.is_empty() {
@@ -853,12 +890,17 @@ mod tests {
             assert!(!sc.destinations.is_empty(), "{}", p.display());
             sc.id.parse::<IdSource>().unwrap();
             assert!(
+                ["events", "cohort"].contains(&sc.load.as_str()),
+                "{}",
+                p.display()
+            );
+            assert!(
                 e.path().join(&sc.config).is_file(),
                 "{}: config template",
                 p.display()
             );
             n += 1;
         }
-        assert!(n >= 4, "{n} scenarios");
+        assert!(n >= 5, "{n} scenarios");
     }
 }
