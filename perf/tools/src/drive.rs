@@ -487,7 +487,12 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     );
 
     // Backlog.
-    eprintln!("perf: producing {events} events ...");
+    let unit = if cohort_chunk_size.is_some() {
+        "cohort users"
+    } else {
+        "events"
+    };
+    eprintln!("perf: producing {events} {unit} ...");
     let load = produce(LoadSpec {
         bootstrap: args.bootstrap.clone(),
         topic: topic.clone(),
@@ -500,7 +505,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     })
     .await?;
     eprintln!(
-        "perf: produced {} events in {:.1} s ({:.0}/s)",
+        "perf: produced {} messages in {:.1} s ({:.0}/s)",
         load.acked, load.seconds, load.events_per_second
     );
 
@@ -703,6 +708,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         "pipeline": commands,
         "processes": args.processes,
         "events": events,
+        "load": sc.load,
         "partitions": sc.partitions,
         "id_source": args.id.as_deref().unwrap_or(&sc.id),
         "produced": {
@@ -767,8 +773,13 @@ fn print_summary(s: &serde_json::Value) {
         s["loadavg_start"].as_str().unwrap_or(""),
         s["loadavg_end"].as_str().unwrap_or("")
     );
+    let (unit, message) = if s["load"] == "cohort" {
+        ("cohort users", "chunk")
+    } else {
+        ("events", "event")
+    };
     println!(
-        "backlog         {} events, {} partitions, produced at {:.0} events/s (mean {:.0} B/event)",
+        "backlog         {} {unit}, {} partitions, produced at {:.0} {message}s/s (mean {:.0} B/{message})",
         s["events"],
         s["partitions"],
         f(&s["produced"]["events_per_s"]),
@@ -782,7 +793,7 @@ fn print_summary(s: &serde_json::Value) {
         f(&d["seconds_from_pipeline_start"])
     );
     println!(
-        "throughput      {:.0} deliveries/s, {:.0} events/s",
+        "throughput      {:.0} deliveries/s, {:.0} {unit}/s",
         f(&d["deliveries_per_s"]),
         f(&d["events_per_s"])
     );
