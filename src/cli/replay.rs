@@ -1,6 +1,7 @@
 //! `hookpipe replay`: re-sends dead-lettered deliveries (by destination and dead-letter time)
 //! through the same path as new ones, for when a customer has fixed their endpoint. Failures go
-//! through the retry tiers again; the dead-letter topic is left as it is.
+//! through the config's retry tiers again (which `hookpipe run` consumes); the dead-letter topic
+//! is left as it is.
 
 use crate::config::Config;
 use crate::deliver::{Client, Endpoint};
@@ -101,10 +102,16 @@ async fn run(config: &Config, args: &Args) -> Result<(), Box<dyn std::error::Err
         clients.insert(d.name.clone(), Client::new(endpoint)?);
     }
     let producer: FutureProducer = producer_config(&base).create()?;
+    // Failures follow the config's retry tiers, as in `hookpipe run`; with `[retry] enabled =
+    // false` a failed replay is dead-lettered again at once.
+    let (schedule, prefix) = match &config.retry {
+        Some(r) => (r.schedule.clone(), r.tier_prefix.as_str()),
+        None => (Schedule::new(Vec::new())?, DEFAULT_TIER_PREFIX),
+    };
     let parker = Parker::new(
         producer,
-        Schedule::amplitude(),
-        DEFAULT_TIER_PREFIX,
+        schedule,
+        prefix,
         config.topics.dead_letter.clone(),
     );
     let filter = ReplayFilter {

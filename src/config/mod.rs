@@ -30,6 +30,9 @@ pub struct Config {
     pub pipeline: Pipeline,
     /// Metrics endpoint and logs.
     pub telemetry: Telemetry,
+    /// The retry tiers, or `None` when `[retry] enabled = false` (failed first attempts are
+    /// dead-lettered at once).
+    pub retry: Option<Retry>,
     /// Enabled destinations, in file order (disabled ones are validated, then left out).
     pub destinations: Vec<Arc<Destination>>,
     /// Names of the destinations that are validated but disabled.
@@ -55,6 +58,8 @@ pub struct Topics {
     pub events: Vec<String>,
     /// Identify (user) update topics.
     pub identify: Vec<String>,
+    /// Computed cohort change topics.
+    pub cohort_changes: Vec<String>,
     /// Dead-letter topic.
     pub dead_letter: String,
 }
@@ -72,6 +77,28 @@ pub struct Pipeline {
     pub drain_timeout: Duration,
     /// Period of offset commits.
     pub commit_interval: Duration,
+    /// Consecutive failed attempts that open a destination's circuit (0: never).
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit skips attempts before one probe.
+    pub circuit_breaker_cooldown: Duration,
+}
+
+/// `[retry]`, validated: the schedule is usable and its tier topics are legal Kafka names that
+/// collide with no input or dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Waits between attempts.
+    pub schedule: crate::retry::Schedule,
+    /// Tier topic prefix.
+    pub tier_prefix: String,
+    /// The tier consumers' group.
+    pub group_id: String,
+    /// Create missing tier topics at start.
+    pub create_topics: bool,
+    /// Partitions of created tier topics.
+    pub tier_partitions: i32,
+    /// Replication factor of created tier topics.
+    pub replication_factor: i32,
 }
 
 /// How log lines are written.
@@ -111,6 +138,8 @@ pub struct Destination {
     pub events: Option<EventsRoute>,
     /// "Send users", if on.
     pub users: Option<UsersRoute>,
+    /// Cohort syncs, if on.
+    pub cohorts: Option<crate::cohort::CohortRoute>,
 }
 
 /// The "Send events" toggle of a destination, when enabled.

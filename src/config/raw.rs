@@ -20,6 +20,9 @@ pub struct RawConfig {
     /// `[telemetry]`: metrics endpoint and log format.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// `[retry]`: the durable retry tiers after a failed first attempt.
+    #[serde(default)]
+    pub retry: RawRetry,
     /// `[[destinations]]`: the webhooks.
     #[serde(default)]
     pub destinations: Vec<RawDestination>,
@@ -75,6 +78,9 @@ pub struct RawTopics {
     /// Topics of identify (user) updates.
     #[serde(default)]
     pub identify: Vec<String>,
+    /// Topics of computed cohort change chunks (`docs/cohorts.md`).
+    #[serde(default)]
+    pub cohort_changes: Vec<String>,
     /// Where malformed messages and undeliverable payloads go.
     pub dead_letter: String,
 }
@@ -98,6 +104,19 @@ pub struct RawPipeline {
     /// How often settled offsets are committed.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: String,
+    /// Consecutive failed attempts that open a destination's circuit; 0 = never.
+    #[serde(default = "default_breaker_failures")]
+    pub circuit_breaker_failures: u32,
+    /// How long an open circuit skips attempts before one probe.
+    #[serde(default = "default_breaker_cooldown")]
+    pub circuit_breaker_cooldown: String,
+}
+
+fn default_breaker_failures() -> u32 {
+    10
+}
+fn default_breaker_cooldown() -> String {
+    "5s".into()
 }
 
 fn default_max_in_flight() -> usize {
@@ -121,6 +140,8 @@ impl Default for RawPipeline {
             max_in_flight_per_destination: default_max_in_flight_per_destination(),
             drain_timeout: default_drain_timeout(),
             commit_interval: default_commit_interval(),
+            circuit_breaker_failures: default_breaker_failures(),
+            circuit_breaker_cooldown: default_breaker_cooldown(),
         }
     }
 }
@@ -153,6 +174,55 @@ impl Default for RawTelemetry {
     }
 }
 
+/// `[retry]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Park failed first attempts in retry tiers; false: straight to the dead-letter topic.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Waits before attempts 2, 3, ...; absent = Amplitude's (1m 2m 4m 8m 15m 30m 45m 60m 75m).
+    pub waits: Option<Vec<String>>,
+    /// Tier topics are `<tier_prefix>-<wait>`.
+    #[serde(default = "default_tier_prefix")]
+    pub tier_prefix: String,
+    /// Consumer group of the tier consumers; absent = `<kafka.group_id>-retry`.
+    pub group_id: Option<String>,
+    /// Create missing tier topics at start.
+    #[serde(default = "yes")]
+    pub create_topics: bool,
+    /// Partitions of tier topics hookpipe creates.
+    #[serde(default = "default_tier_partitions")]
+    pub tier_partitions: i32,
+    /// Replication factor of tier topics hookpipe creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+fn default_tier_prefix() -> String {
+    "hookpipe-retry".into()
+}
+fn default_tier_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            enabled: true,
+            waits: None,
+            tier_prefix: default_tier_prefix(),
+            group_id: None,
+            create_topics: true,
+            tier_partitions: default_tier_partitions(),
+            replication_factor: default_replication(),
+        }
+    }
+}
+
 /// `[[destinations]]`: one webhook (an Amplitude "sync").
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +249,8 @@ pub struct RawDestination {
     pub events: Option<RawEvents>,
     /// The "Send users" toggle.
     pub users: Option<RawUsers>,
+    /// Cohort syncs (`docs/cohorts.md`).
+    pub cohorts: Option<crate::cohort::RawCohortSettings>,
 }
 
 fn yes() -> bool {

@@ -51,6 +51,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.pipeline.max_in_flight_per_destination, 1_000);
     assert_eq!(c.pipeline.drain_timeout, Duration::from_secs(30));
     assert_eq!(c.pipeline.commit_interval, Duration::from_secs(1));
+    assert_eq!(c.pipeline.circuit_breaker_failures, 10);
+    assert_eq!(c.pipeline.circuit_breaker_cooldown, Duration::from_secs(5));
     assert_eq!(c.telemetry.listen.to_string(), "0.0.0.0:9464");
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
     let d = &c.destinations[0];
@@ -270,4 +272,119 @@ fn no_destinations_or_all_disabled_is_an_error() {
     assert!(problems(&off)
         .iter()
         .any(|p| p.starts_with("destinations: every destination is disabled")));
+}
+
+#[test]
+fn template_and_filter_errors_are_all_reported_with_line_column_and_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.ftl"),
+        "{\n  <#if input.user_id??>\n  \"x\": 1\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("good.ftl"),
+        "{\"name\": \"${input.event_type}\"}",
+    )
+    .unwrap();
+    let text = format!(
+        "{MINIMAL}filter = 'input.event_properties.plan == '\ntemplate_inline = \"\"\"{{\n  \"name\": \"${{input.event_type\",\n}}\"\"\"\n[destinations.users]\ntemplate = \"bad.ftl\"\n[[destinations]]\nname = \"ok\"\nurl = \"http://127.0.0.1/\"\n[destinations.events]\nfilter = 'input.event_properties.plan == \"pro\"'\ntemplate = \"good.ftl\"\n"
+    );
+    let all = match load_str(&text, dir.path(), &env) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => match e {
+            StrError::Invalid(e) => e.0,
+            StrError::Parse(m) => panic!("{m}"),
+        },
+    };
+    let shown: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+    assert_eq!(all.len(), 3, "{shown:#?}");
+    assert_eq!(all[0].path, "destinations[0] \"a\".events.filter");
+    assert!(all[0].message.contains(":1:32: "), "{}", all[0].message);
+    assert!(
+        all[0].message.contains("\n") && all[0].message.ends_with('^'),
+        "{}",
+        all[0].message
+    );
+    assert_eq!(all[1].path, "destinations[0] \"a\".events");
+    assert!(
+        all[1].message.contains("template_inline:2:30: "),
+        "{}",
+        all[1].message
+    );
+    assert_eq!(all[2].path, "destinations[0] \"a\".users");
+    assert!(
+        all[2].message.starts_with("bad.ftl:5:1: "),
+        "{}",
+        all[2].message
+    );
+    assert!(all[2].message.contains("#if"), "{}", all[2].message);
+}
+
+#[test]
+fn templates_and_filters_compile_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/e.ftl"), "${input.event_type}").unwrap();
+    let text = format!(
+        "{MINIMAL}filter = 'input.event_properties.plan == \"pro\"'\ntemplate = \"templates/e.ftl\"\n"
+    );
+    let c = load_str(&text, dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let ev = c.destinations[0].events.as_ref().unwrap();
+    assert!(ev.filter.is_some() && ev.template.is_some());
+}
+
+#[test]
+fn retry_defaults_to_amplitudes_schedule_and_can_be_compressed_or_disabled() {
+    let c = ok(MINIMAL);
+    let r = c.retry.expect("retry tiers on by default");
+    assert_eq!(r.schedule.attempts(), 10);
+    assert_eq!(r.schedule.span(), Duration::from_secs(4 * 3600));
+    assert_eq!(r.group_id, "hookpipe-retry");
+    assert_eq!(r.tier_prefix, "hookpipe-retry");
+    assert!(r.create_topics);
+    let c = ok(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nwaits = [\"1s\", \"2s\", \"1s\"]\ngroup_id = \"tiers\"\n[[destinations]]",
+    ));
+    let r = c.retry.unwrap();
+    assert_eq!(r.schedule.attempts(), 4);
+    assert_eq!(r.schedule.tiers().len(), 2);
+    assert_eq!(r.group_id, "tiers");
+    let c = ok(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nenabled = false\n[[destinations]]",
+    ));
+    assert!(c.retry.is_none());
+}
+
+#[test]
+fn retry_problems_are_reported_with_the_rest() {
+    let all = problems(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\nwaits = [\"soon\", \"0s\"]\ntier_partitions = 0\ngroup_id = \"hookpipe\"\n[[destinations]]",
+    ));
+    for e in [
+        "retry.waits[0]: invalid duration \"soon\"",
+        "retry.waits[1]: must be greater than zero",
+        "retry.tier_partitions: must be at least 1",
+        "retry.group_id: must differ from kafka.group_id",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {all:#?}"
+        );
+    }
+    let all = problems(
+        &MINIMAL
+            .replace("dead_letter = \"dlq\"", "dead_letter = \"t-1m\"")
+            .replace(
+                "[[destinations]]",
+                "[retry]\nwaits = [\"1m\"]\ntier_prefix = \"t\"\n[[destinations]]",
+            ),
+    );
+    assert_eq!(
+        all,
+        vec!["retry.tier_prefix: tier topic \"t-1m\" is also an input or dead-letter topic"]
+    );
 }

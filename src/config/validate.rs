@@ -7,8 +7,8 @@
 
 use super::raw::{RawConfig, RawDestination, RawEvents, RawHeader, RawSetting, RawUsers};
 use super::{
-    duration, Config, Destination, EventsRoute, Kafka, LogFormat, Pipeline, Secret, Telemetry,
-    Topics, UsersRoute,
+    duration, Config, Destination, EventsRoute, Kafka, LogFormat, Pipeline, Retry, Secret,
+    Telemetry, Topics, UsersRoute,
 };
 use crate::template::{self, Condition, Template};
 use std::collections::HashSet;
@@ -106,6 +106,7 @@ pub fn validate(
     let topics = topics(&raw.topics, &mut p);
     let pipeline = pipeline(&raw.pipeline, &mut p);
     let telemetry = telemetry(&raw.telemetry, &mut p);
+    let retry = retry(&raw.retry, &raw.kafka.group_id, &raw.topics, &mut p);
 
     let mut names = HashSet::new();
     let mut destinations = Vec::new();
@@ -143,13 +144,16 @@ pub fn validate(
         );
     }
 
-    match (kafka, topics, pipeline, telemetry) {
-        (Some(kafka), Some(topics), Some(pipeline), Some(telemetry)) if p.0.is_empty() => {
+    match (kafka, topics, pipeline, telemetry, retry) {
+        (Some(kafka), Some(topics), Some(pipeline), Some(telemetry), Some(retry))
+            if p.0.is_empty() =>
+        {
             Ok(Config {
                 kafka,
                 topics,
                 pipeline,
                 telemetry,
+                retry,
                 destinations,
                 disabled,
             })
@@ -246,7 +250,11 @@ fn topic_name_problem(name: &str) -> Option<String> {
 fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
     let before = p.0.len();
     let mut seen = HashSet::new();
-    for (field, list) in [("events", &raw.events), ("identify", &raw.identify)] {
+    for (field, list) in [
+        ("events", &raw.events),
+        ("identify", &raw.identify),
+        ("cohort_changes", &raw.cohort_changes),
+    ] {
         for (i, t) in list.iter().enumerate() {
             let path = format!("topics.{field}[{i}]");
             if let Some(m) = topic_name_problem(t) {
@@ -256,10 +264,10 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
             }
         }
     }
-    if raw.events.is_empty() && raw.identify.is_empty() {
+    if raw.events.is_empty() && raw.identify.is_empty() && raw.cohort_changes.is_empty() {
         p.add(
             "topics",
-            "no input topics: set topics.events and/or topics.identify",
+            "no input topics: set topics.events, topics.identify and/or topics.cohort_changes",
         );
     }
     if let Some(m) = topic_name_problem(&raw.dead_letter) {
@@ -273,6 +281,7 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
     (p.0.len() == before).then(|| Topics {
         events: raw.events.clone(),
         identify: raw.identify.clone(),
+        cohort_changes: raw.cohort_changes.clone(),
         dead_letter: raw.dead_letter.clone(),
     })
 }
@@ -323,14 +332,23 @@ fn pipeline(raw: &super::raw::RawPipeline, p: &mut Problems) -> Option<Pipeline>
     }
     let drain_timeout = parse_duration(&raw.drain_timeout, "pipeline.drain_timeout", p);
     let commit_interval = parse_duration(&raw.commit_interval, "pipeline.commit_interval", p);
-    match (drain_timeout, commit_interval) {
-        (Some(drain_timeout), Some(commit_interval)) if p.0.len() == before => Some(Pipeline {
-            workers,
-            max_in_flight: raw.max_in_flight,
-            max_in_flight_per_destination: raw.max_in_flight_per_destination,
-            drain_timeout,
-            commit_interval,
-        }),
+    let cooldown = parse_duration(
+        &raw.circuit_breaker_cooldown,
+        "pipeline.circuit_breaker_cooldown",
+        p,
+    );
+    match (drain_timeout, commit_interval, cooldown) {
+        (Some(drain_timeout), Some(commit_interval), Some(cooldown)) if p.0.len() == before => {
+            Some(Pipeline {
+                workers,
+                max_in_flight: raw.max_in_flight,
+                max_in_flight_per_destination: raw.max_in_flight_per_destination,
+                drain_timeout,
+                commit_interval,
+                circuit_breaker_failures: raw.circuit_breaker_failures,
+                circuit_breaker_cooldown: cooldown,
+            })
+        }
         _ => None,
     }
 }
@@ -361,6 +379,95 @@ fn telemetry(raw: &super::raw::RawTelemetry, p: &mut Problems) -> Option<Telemet
         listen: listen?,
         log_format: log_format?,
     })
+}
+
+/// `Some(None)`: valid and disabled; `None`: problems were recorded.
+fn retry(
+    raw: &super::raw::RawRetry,
+    group_id: &str,
+    topics: &super::raw::RawTopics,
+    p: &mut Problems,
+) -> Option<Option<Retry>> {
+    let before = p.0.len();
+    let schedule = match &raw.waits {
+        None => Some(crate::retry::Schedule::amplitude()),
+        Some(waits) => {
+            let mut parsed = Vec::new();
+            for (i, w) in waits.iter().enumerate() {
+                if let Some(d) = parse_duration(w, &format!("retry.waits[{i}]"), p) {
+                    parsed.push(d);
+                }
+            }
+            if parsed.len() == waits.len() {
+                match crate::retry::Schedule::new(parsed) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        p.add("retry.waits", e.to_string());
+                        None
+                    }
+                }
+            } else {
+                None
+            }
+        }
+    };
+    if raw.tier_partitions < 1 {
+        p.add("retry.tier_partitions", "must be at least 1");
+    }
+    if raw.replication_factor < 1 {
+        p.add("retry.replication_factor", "must be at least 1");
+    }
+    let group = match &raw.group_id {
+        Some(g) if g.trim().is_empty() => {
+            p.add("retry.group_id", "empty");
+            String::new()
+        }
+        Some(g) => {
+            if g == group_id {
+                p.add(
+                    "retry.group_id",
+                    "must differ from kafka.group_id (the tiers are consumed by their own group)",
+                );
+            }
+            g.clone()
+        }
+        None => format!("{group_id}-retry"),
+    };
+    if let Some(s) = &schedule {
+        let inputs: HashSet<&str> = topics
+            .events
+            .iter()
+            .chain(&topics.identify)
+            .map(String::as_str)
+            .chain([topics.dead_letter.as_str()])
+            .collect();
+        for t in s.tier_topics(&raw.tier_prefix) {
+            if let Some(m) = topic_name_problem(&t) {
+                p.add("retry.tier_prefix", format!("tier topic {t:?}: {m}"));
+                break;
+            }
+            if inputs.contains(t.as_str()) {
+                p.add(
+                    "retry.tier_prefix",
+                    format!("tier topic {t:?} is also an input or dead-letter topic"),
+                );
+            }
+        }
+    }
+    if p.0.len() != before {
+        return None;
+    }
+    if !raw.enabled {
+        return Some(None);
+    }
+    Some(Some(Retry {
+        schedule: schedule?,
+        tier_prefix: raw.tier_prefix.clone(),
+        group_id: group,
+        create_topics: raw.create_topics,
+        tier_partitions: raw.tier_partitions,
+        replication_factor: raw.replication_factor,
+    }))
 }
 
 fn url_problem(url: &str) -> Option<String> {
@@ -431,12 +538,21 @@ fn destination(
         .as_ref()
         .filter(|u| u.enabled)
         .and_then(|u| users(u, &format!("{path}.users"), base, p));
+    let cohorts_on = d
+        .cohorts
+        .as_ref()
+        .is_some_and(|c| c.enabled.unwrap_or(true));
+    let cohorts = d
+        .cohorts
+        .as_ref()
+        .filter(|_| cohorts_on)
+        .and_then(|c| cohorts(c, &d.name, &format!("{path}.cohorts"), base, p));
     let events_on = d.events.as_ref().is_some_and(|e| e.enabled);
     let users_on = d.users.as_ref().is_some_and(|u| u.enabled);
-    if d.enabled && !events_on && !users_on {
+    if d.enabled && !events_on && !users_on && !cohorts_on {
         p.add(
             path,
-            "neither [destinations.events] nor [destinations.users] is enabled: nothing would be sent",
+            "neither [destinations.events] nor [destinations.users] is enabled (nor [destinations.cohorts]): nothing would be sent",
         );
     }
     if p.0.len() != before {
@@ -451,6 +567,7 @@ fn destination(
         signing_secrets,
         events,
         users,
+        cohorts,
     })
 }
 
@@ -586,9 +703,13 @@ fn template_source(
     }
 }
 
-/// `name:line:column: message` plus the offending line and a caret under the column.
+/// `name:line:column: message` plus the offending line and a caret under the column (the
+/// engine's snippet when it gives one, else built here from the source).
 fn compile_problem(e: &template::CompileError, source: &str) -> String {
-    let mut m = e.to_string();
+    if !e.snippet.trim().is_empty() {
+        return e.to_string().trim_end().to_string();
+    }
+    let mut m = format!("{}:{}:{}: {}", e.name, e.line, e.column, e.message);
     if let Some(line) = source.lines().nth(e.line.saturating_sub(1) as usize) {
         let caret_at: usize = line
             .chars()
@@ -655,4 +776,29 @@ fn users(u: &RawUsers, path: &str, base: &Path, p: &mut Problems) -> Option<User
     let template = template_source(&u.template, &u.template_inline, path, base, p)
         .and_then(|src| compile_template(&src, path, p));
     (p.0.len() == before).then_some(UsersRoute { template })
+}
+
+fn cohorts(
+    c: &crate::cohort::RawCohortSettings,
+    name: &str,
+    path: &str,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<crate::cohort::CohortRoute> {
+    let before = p.0.len();
+    let mut found = Vec::new();
+    let settings = c.validate(path, &mut found);
+    for (at, m) in found {
+        p.add(at, m);
+    }
+    let template = template_source(&c.template, &c.template_inline, path, base, p)
+        .and_then(|src| compile_template(&src, path, p));
+    let s = settings?;
+    (p.0.len() == before).then(|| crate::cohort::CohortRoute {
+        destination: name.to_string(),
+        cohorts: s.cohorts,
+        batch_size: s.batch_size,
+        template,
+        request_timeout: s.request_timeout,
+    })
 }

@@ -1,8 +1,10 @@
 //! The pipeline: the one place that wires source → route → render → deliver → settle.
 //!
-//! [`run`] builds one HTTP client per destination, the failure path, the Kafka source and
-//! `pipeline.workers` workers, then consumes until the shutdown token fires, drains in-flight
-//! deliveries within `drain_timeout`, commits what is settled and returns.
+//! [`run`] builds one HTTP client per destination, the failure path (the durable retry tiers of
+//! `retry::RetryService`, or with `[retry] enabled = false` the dead-letter topic), the Kafka
+//! source and `pipeline.workers` workers, then consumes until the shutdown token fires, drains
+//! in-flight deliveries within `drain_timeout`, commits what is settled, stops the tier consumers
+//! and returns.
 //!
 //! # Ordering, limits and a slow destination
 //! Each partition is handled by one worker, message after message, so first attempts to a
@@ -16,11 +18,14 @@
 //! failing) and saturated slows the other destinations fed by the same partitions, down to its
 //! own throughput (`max_in_flight_per_destination / latency`). A *failing* destination holds a
 //! permit for one attempt only (at most ~4 s of tries plus the request timeout) and then hands
-//! the delivery to the failure path, so it cannot stall healthy destinations beyond that. With
-//! the durable retry tiers (`retry::Parker` behind [`settle::FailurePath`]) the failed work waits
-//! in Kafka, not in memory or in the partitions' way. Raise `max_in_flight_per_destination` for
-//! destinations with high latency and high volume.
+//! the delivery to the failure path (the durable retry tiers: the failed work waits in Kafka,
+//! not in memory or in the partitions' way); after `circuit_breaker_failures` consecutive failed
+//! attempts its [`breaker`] opens and its deliveries are parked without an attempt, so a dead
+//! destination stops costing the healthy ones anything. Raise `max_in_flight_per_destination`
+//! for destinations with high latency and high volume.
 
+pub mod breaker;
+mod cohort;
 pub mod id;
 pub mod settle;
 pub mod user;
@@ -28,9 +33,11 @@ mod worker;
 
 use crate::config::{Config, Destination};
 use crate::deliver::{self, Client, Endpoint};
+use crate::retry::service::RetryStartError;
+use crate::retry::{RetryService, RetrySettings, RetryTasks, TierLimits};
 use crate::route::TopicKind;
 use crate::source::{self, Source, SourceError};
-use crate::telemetry::{DestinationMetrics, Telemetry};
+use crate::telemetry::{DestinationMetrics, Telemetry, TopicMetrics};
 use settle::{DeadLetters, FailurePath};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +66,9 @@ pub enum PipelineError {
     /// The consumer could not be created or subscribed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The retry tiers could not start (topics, producer, tier consumers).
+    #[error(transparent)]
+    Retry(#[from] RetryStartError),
 }
 
 /// What a finished run left behind.
@@ -73,12 +83,15 @@ pub struct Summary {
 pub(crate) struct Shared {
     destinations: Vec<Arc<Destination>>,
     clients: Vec<Client>,
+    /// Per destination with cohorts: a client with the cohort request timeout.
+    cohort_clients: Vec<Option<Client>>,
     metrics: Vec<DestinationMetrics>,
+    breakers: Vec<breaker::Breaker>,
     permits: Vec<Arc<Semaphore>>,
     total: Arc<Semaphore>,
     failure: Arc<dyn FailurePath>,
     telemetry: Arc<Telemetry>,
-    topic_kinds: HashMap<String, TopicKind>,
+    topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
 }
 
@@ -116,15 +129,70 @@ pub async fn run(
         })?;
         clients.push(client);
     }
+    let mut cohort_clients = Vec::new();
+    for d in &config.destinations {
+        let client = match &d.cohorts {
+            Some(c) => Some(
+                Client::new(Endpoint {
+                    request_timeout: c.request_timeout,
+                    ..endpoint(d)
+                })
+                .map_err(|source| PipelineError::Client {
+                    destination: d.name.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        cohort_clients.push(client);
+    }
     let base = source::client_config(&config.kafka);
     let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
         .map_err(PipelineError::Producer)?;
+    let (failure, retry_tasks): (Arc<dyn FailurePath>, Option<RetryTasks>) = match &config.retry {
+        None => (Arc::new(dead_letters.clone()), None),
+        Some(r) => {
+            let settings = RetrySettings {
+                schedule: r.schedule.clone(),
+                tier_prefix: r.tier_prefix.clone(),
+                group_id: r.group_id.clone(),
+                tier_partitions: r.tier_partitions,
+                replication: r.replication_factor,
+                create_topics: r.create_topics,
+                limits: TierLimits::default(),
+            };
+            let by_name = config
+                .destinations
+                .iter()
+                .zip(&clients)
+                .map(|(d, c)| (d.name.clone(), c.clone()))
+                .collect();
+            let (service, tasks) = RetryService::start(
+                &base,
+                &config.topics.dead_letter,
+                settings,
+                by_name,
+                telemetry.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            info!(
+                attempts = r.schedule.attempts(),
+                tiers = ?service.parker().tier_topics(),
+                "retry tiers running"
+            );
+            (Arc::new(service), Some(tasks))
+        }
+    };
     let mut topic_kinds = HashMap::new();
     for t in &config.topics.events {
-        topic_kinds.insert(t.clone(), TopicKind::Events);
+        topic_kinds.insert(t.clone(), (TopicKind::Events, telemetry.topic(t)));
     }
     for t in &config.topics.identify {
-        topic_kinds.insert(t.clone(), TopicKind::Identify);
+        topic_kinds.insert(t.clone(), (TopicKind::Identify, telemetry.topic(t)));
+    }
+    for t in &config.topics.cohort_changes {
+        topic_kinds.insert(t.clone(), (TopicKind::CohortChanges, telemetry.topic(t)));
     }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(
@@ -139,6 +207,16 @@ pub async fn run(
             .iter()
             .map(|d| telemetry.destination(&d.name))
             .collect(),
+        breakers: config
+            .destinations
+            .iter()
+            .map(|_| {
+                breaker::Breaker::new(
+                    config.pipeline.circuit_breaker_failures,
+                    config.pipeline.circuit_breaker_cooldown,
+                )
+            })
+            .collect(),
         permits: config
             .destinations
             .iter()
@@ -151,7 +229,8 @@ pub async fn run(
         total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
         destinations: config.destinations.clone(),
         clients,
-        failure: Arc::new(dead_letters.clone()),
+        cohort_clients,
+        failure,
         telemetry: telemetry.clone(),
         topic_kinds,
         shutdown: shutdown.clone(),
@@ -187,6 +266,11 @@ pub async fn run(
         let _ = w.await;
     }
     source.close();
+    if let Some(tasks) = retry_tasks {
+        for problem in tasks.join(config.pipeline.drain_timeout).await {
+            warn!(%problem, "retry tier shutdown");
+        }
+    }
     dead_letters.flush(Duration::from_secs(5));
     info!(abandoned, "pipeline stopped");
     Ok(Summary { abandoned })

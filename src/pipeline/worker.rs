@@ -3,11 +3,13 @@
 //! per-destination and total in-flight limits, and spawns its attempt. Messages of one partition
 //! are handled one after another, so first attempts start in partition order (per destination).
 
+use super::breaker::Admission;
 use super::id::delivery_id;
 use super::settle::{FailedDelivery, Failure, Rejected};
 use super::user::write_user;
 use super::Shared;
-use crate::deliver::{Outcome, Request};
+use crate::deliver::{Outcome, Request, Try};
+use crate::retry::park::unix_ms;
 use crate::retry::record::SourcePosition;
 use crate::route::{self, Malformed, Payload, Route, TopicKind};
 use crate::source::{Settlement, SourceMessage};
@@ -43,6 +45,7 @@ pub(super) struct Worker {
     out: BytesMut,
     routes: Vec<Route>,
     planned: Vec<Planned>,
+    cohort: crate::cohort::Renderer,
 }
 
 fn render(
@@ -77,6 +80,7 @@ impl Worker {
             out: BytesMut::new(),
             routes: Vec::new(),
             planned: Vec::new(),
+            cohort: crate::cohort::Renderer::default(),
         }
     }
 
@@ -107,6 +111,7 @@ impl Worker {
             out,
             routes,
             planned,
+            cohort: _,
         } = self;
         planned.clear();
         scratch.clear();
@@ -186,6 +191,8 @@ impl Worker {
                             (Some(_), None) => continue,
                         }
                     }
+                    // Chunks never reach `prepare` (see `handle`), and plan routes none.
+                    (Payload::User, TopicKind::CohortChanges) => continue,
                 };
                 planned.push(Planned { route: *r, body });
             }
@@ -197,7 +204,7 @@ impl Worker {
 
     async fn handle(&mut self, msg: SourceMessage) {
         let shared = self.shared.clone();
-        let Some(&kind) = shared.topic_kinds.get(&*msg.topic) else {
+        let Some((kind, topic_metrics)) = shared.topic_kinds.get(&*msg.topic) else {
             return;
         };
         let source = SourcePosition {
@@ -205,15 +212,17 @@ impl Worker {
             partition: msg.partition,
             offset: msg.offset,
         };
+        let kind = *kind;
+        if kind == TopicKind::CohortChanges {
+            return super::cohort::handle(&shared, &mut self.cohort, msg, source).await;
+        }
         if let Err(m) = self.prepare(kind, &msg.payload) {
             let reason = if msg.payload.is_empty() {
                 "invalid_json"
             } else {
                 m.reason()
             };
-            shared
-                .telemetry
-                .message_malformed(&msg.topic, msg.partition, msg.offset, reason);
+            topic_metrics.malformed(&msg.topic, msg.partition, msg.offset, reason);
             let settlements = msg.tracker.register(msg.offset, 1);
             let rejected = Rejected {
                 source,
@@ -221,10 +230,14 @@ impl Worker {
                 detail: m.to_string(),
                 payload: msg.payload.clone(),
             };
+            let Some(permit) = admit_total(&shared).await else {
+                return;
+            };
             let failure = shared.failure.clone();
             tokio::spawn(async move {
                 failure.reject(rejected).await;
                 settlements.into_iter().for_each(Settlement::settle);
+                drop(permit);
             });
             return;
         }
@@ -251,10 +264,14 @@ impl Worker {
                         source: source.clone(),
                         failure: Failure::Render { error },
                     };
+                    let Some(permit) = admit_total(&shared).await else {
+                        break;
+                    };
                     let failure = shared.failure.clone();
                     tokio::spawn(async move {
                         failure.park(failed).await;
                         settlement.settle();
+                        drop(permit);
                     });
                 }
                 Body::Ready(body) => {
@@ -285,7 +302,7 @@ impl Worker {
 
 /// Waits for room for one more delivery to `destination`: first its own limit, then the total.
 /// `None` if shutdown started while waiting.
-async fn admit(
+pub(super) async fn admit(
     shared: &Shared,
     destination: usize,
 ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
@@ -302,31 +319,69 @@ async fn admit(
     }
 }
 
+/// Waits for room under the total limit only, for hand-offs that make no HTTP attempt
+/// (malformed messages, render failures), so a slow dead-letter topic bounds them too.
+async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    let total = shared.total.clone();
+    tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => None,
+        permit = total.acquire_owned() => permit.ok(),
+    }
+}
+
 /// One admitted delivery: its attempt, then settlement. Holds its permits until settled, so the
 /// in-flight limits bound memory including deliveries being handed to the failure path.
-struct Delivery {
-    shared: Arc<Shared>,
-    destination: usize,
-    request: Request,
-    source: SourcePosition,
-    timestamp_ms: Option<i64>,
-    settlement: Settlement,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+pub(super) struct Delivery {
+    pub(super) shared: Arc<Shared>,
+    pub(super) destination: usize,
+    pub(super) request: Request,
+    pub(super) source: SourcePosition,
+    pub(super) timestamp_ms: Option<i64>,
+    pub(super) settlement: Settlement,
+    pub(super) _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl Delivery {
-    async fn run(self) {
+    pub(super) async fn run(self) {
         let shared = &self.shared;
         let metrics = &shared.metrics[self.destination];
         metrics.admitted();
-        let started = tokio::time::Instant::now();
-        let outcome = shared.clients[self.destination]
-            .attempt(&self.request)
-            .await;
-        let took = started.elapsed();
+        let breaker = &shared.breakers[self.destination];
+        let outcome = match breaker.admit() {
+            Admission::Attempt => {
+                let started = tokio::time::Instant::now();
+                let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
+                    (crate::deliver::Kind::Cohort, Some(c)) => c,
+                    _ => &shared.clients[self.destination],
+                };
+                let outcome = client.attempt(&self.request).await;
+                let took = started.elapsed();
+                let delivered = outcome.is_delivered();
+                metrics.attempt(&self.request.id, delivered, outcome.tries().len(), took);
+                let was_open = breaker.is_open();
+                if breaker.record(delivered) {
+                    metrics.circuit(true);
+                } else if was_open && delivered {
+                    metrics.circuit(false);
+                }
+                outcome
+            }
+            Admission::Skip => {
+                metrics.skipped(&self.request.id);
+                Outcome::Failed {
+                    tries: vec![Try {
+                        started_unix_ms: unix_ms(SystemTime::now()),
+                        status: None,
+                        error: Some(
+                            "not attempted: circuit open after consecutive failed attempts".into(),
+                        ),
+                    }],
+                }
+            }
+        };
         match outcome {
-            Outcome::Delivered { tries } => {
-                metrics.attempt(&self.request.id, true, tries.len(), took);
+            Outcome::Delivered { .. } => {
                 if let Some(ts) = self.timestamp_ms {
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
@@ -336,7 +391,6 @@ impl Delivery {
                 }
             }
             Outcome::Failed { tries } => {
-                metrics.attempt(&self.request.id, false, tries.len(), took);
                 let failed = FailedDelivery {
                     destination: shared.destinations[self.destination].name.clone(),
                     request: self.request.clone(),

@@ -162,7 +162,8 @@ impl RetryService {
                 clients.clone(),
                 parker.clone(),
                 settings.limits,
-            )?;
+            )?
+            .with_telemetry(telemetry.clone());
             tasks.spawn(tier.run(shutdown.clone()));
         }
         Ok((

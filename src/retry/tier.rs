@@ -28,6 +28,8 @@
 use super::park::{unix_ms, Parker};
 use super::record::{DeadLetter, ParkedDelivery, FORMAT};
 use crate::deliver::Client;
+use crate::retry::park::Parked;
+use crate::telemetry::Telemetry;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -135,7 +137,8 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
 /// What a started task does.
 enum Work {
     Attempt(ParkedDelivery),
-    DeadLetter(DeadLetter),
+    /// A dead letter and its `hookpipe.reason` code.
+    DeadLetter(DeadLetter, &'static str),
 }
 
 struct Job {
@@ -182,6 +185,7 @@ pub struct Tier {
     queued: usize,
     saturated: bool,
     tasks: JoinSet<(i32, i64, String)>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Tier {
@@ -224,7 +228,15 @@ impl Tier {
             queued: 0,
             saturated: false,
             tasks: JoinSet::new(),
+            telemetry: None,
         })
+    }
+
+    /// Counts every re-attempt in the destination's delivery metrics (`outcome` delivered or
+    /// failed, duration) and every delivery dead-lettered after its last attempt.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Tier {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Runs until `shutdown` fires, then finishes the attempts in flight, stores their offsets and
@@ -304,6 +316,9 @@ impl Tier {
             queue.retain(|j| j.partition != partition);
             self.queued -= before - queue.len();
         }
+        let queues = &self.queues;
+        self.turn
+            .retain(|d| queues.get(d).is_some_and(|q| !q.is_empty()));
     }
 
     /// Takes in one record read from the tier.
@@ -316,12 +331,14 @@ impl Tier {
             }
             Ok(d) => {
                 let reason = format!("destination {:?} is no longer configured", d.destination);
-                (Work::DeadLetter(letter(reason, Some(d), None, now)), 0)
+                let dead = letter(reason, Some(d), None, now);
+                (Work::DeadLetter(dead, "destination_removed"), 0)
             }
             Err(e) => {
                 let reason = format!("unreadable retry record in {}: {e}", self.topic);
                 let raw = Some(bytes::Bytes::copy_from_slice(payload));
-                (Work::DeadLetter(letter(reason, None, raw, now)), 0)
+                let dead = letter(reason, None, raw, now);
+                (Work::DeadLetter(dead, "unreadable_retry_record"), 0)
             }
         };
         let p = self.parts.entry(partition).or_default();
@@ -375,7 +392,7 @@ impl Tier {
         let dest = match &job.work {
             Work::Attempt(d) => d.destination.clone(),
             // Dead letters share one queue under a name no destination can have.
-            Work::DeadLetter(_) => String::new(),
+            Work::DeadLetter(..) => String::new(),
         };
         let queue = self.queues.entry(dest.clone()).or_default();
         if queue.is_empty() {
@@ -398,35 +415,56 @@ impl Tier {
                 skipped += 1;
                 continue;
             }
-            skipped = 0;
-            let queue = self
-                .queues
-                .get_mut(&dest)
-                .expect("turn lists queued destinations");
-            let job = queue.pop_front().expect("queued destinations have jobs");
+            let Some(queue) = self.queues.get_mut(&dest) else {
+                continue;
+            };
+            let Some(job) = queue.pop_front() else {
+                // Emptied by a revocation: it no longer takes a turn.
+                continue;
+            };
             if !queue.is_empty() {
                 self.turn.push_back(dest.clone());
             }
+            skipped = 0;
             self.queued -= 1;
             *self.busy.entry(dest.clone()).or_default() += 1;
             let parker = self.parker.clone();
             let client = self.clients.get(&dest).cloned();
+            let telemetry = self.telemetry.clone();
             self.tasks.spawn(async move {
                 match job.work {
                     Work::Attempt(delivery) => {
                         let client = client.expect("destination checked when read");
+                        let began = tokio::time::Instant::now();
                         let outcome = client
                             .attempt_numbered(&delivery.request(), delivery.next_attempt)
                             .await;
+                        if let Some(t) = &telemetry {
+                            t.destination(&delivery.destination).attempt(
+                                &delivery.delivery_id,
+                                outcome.is_delivered(),
+                                outcome.tries().len(),
+                                began.elapsed(),
+                            );
+                        }
                         if !outcome.is_delivered() {
                             let tries = match outcome {
                                 crate::deliver::Outcome::Failed { tries }
                                 | crate::deliver::Outcome::Delivered { tries } => tries,
                             };
-                            parker.after_failure(delivery, tries).await;
+                            let source = delivery.source.as_ref().map(|s| s.topic.clone());
+                            let id = delivery.delivery_id.clone();
+                            let parked = parker.after_failure(delivery, tries).await;
+                            if let (Some(t), Parked::DeadLettered { .. }) = (&telemetry, parked) {
+                                t.dead_lettered(
+                                    "attempts_exhausted",
+                                    source.as_deref().unwrap_or(""),
+                                    &id,
+                                );
+                            }
                         }
                     }
-                    Work::DeadLetter(letter) => parker.dead_letter(letter).await,
+                    Work::DeadLetter(letter, code) => parker.dead_letter_with(letter, code).await,
                 }
                 (job.partition, job.offset, dest)
             });

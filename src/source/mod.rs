@@ -20,7 +20,7 @@ pub mod watermark;
 pub use watermark::{PartitionTracker, Settlement};
 
 use crate::config;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, TopicMetrics};
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -85,14 +85,20 @@ pub fn client_config(kafka: &config::Kafka) -> ClientConfig {
     c
 }
 
+/// (topic, partition).
+type PartitionKey = (Arc<str>, i32);
+
+/// Trackers of the assigned partitions.
+type TrackerMap = HashMap<PartitionKey, Arc<PartitionTracker>>;
+
 /// The partitions currently assigned to this process, with their trackers.
 #[derive(Debug, Default)]
 struct Assigned {
-    map: Mutex<HashMap<(Arc<str>, i32), Arc<PartitionTracker>>>,
+    map: Mutex<TrackerMap>,
 }
 
 impl Assigned {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), Arc<PartitionTracker>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -232,6 +238,7 @@ pub struct Source {
     consumer: StreamConsumer<Context>,
     assigned: Arc<Assigned>,
     telemetry: Arc<Telemetry>,
+    topic_metrics: HashMap<String, TopicMetrics>,
     commit_interval: Duration,
 }
 
@@ -277,10 +284,15 @@ impl Source {
                 topics: topics.to_vec(),
                 source,
             })?;
+        let topic_metrics = topics
+            .iter()
+            .map(|t| (t.clone(), telemetry.topic(t)))
+            .collect();
         Ok(Source {
             consumer,
             assigned,
             telemetry,
+            topic_metrics,
             commit_interval,
         })
     }
@@ -289,7 +301,7 @@ impl Source {
     /// `shards[tracker.shard(shards.len())]`, pausing partitions whose worker is full, and
     /// committing settled watermarks every `commit_interval`.
     pub async fn run(&self, shards: &[mpsc::Sender<SourceMessage>], shutdown: &CancellationToken) {
-        let mut stash: HashMap<(Arc<str>, i32), VecDeque<SourceMessage>> = HashMap::new();
+        let mut stash: HashMap<PartitionKey, VecDeque<SourceMessage>> = HashMap::new();
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stash_tick = tokio::time::interval(STASH_RETRY);
@@ -312,7 +324,10 @@ impl Source {
                         // Not (or no longer) assigned: its owner will read it.
                         continue;
                     };
-                    self.telemetry.message_consumed(m.topic(), m.partition(), m.offset());
+                    match self.topic_metrics.get(m.topic()) {
+                        Some(t) => t.consumed(m.topic(), m.partition(), m.offset()),
+                        None => self.telemetry.message_consumed(m.topic(), m.partition(), m.offset()),
+                    }
                     let msg = SourceMessage {
                         topic: tracker.topic().clone(),
                         partition: m.partition(),
@@ -331,7 +346,7 @@ impl Source {
     fn dispatch(
         &self,
         msg: SourceMessage,
-        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
         shards: &[mpsc::Sender<SourceMessage>],
     ) {
         let key = (msg.topic.clone(), msg.partition);
@@ -355,14 +370,14 @@ impl Source {
 
     fn flush(
         &self,
-        stash: &mut HashMap<(Arc<str>, i32), VecDeque<SourceMessage>>,
+        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
         shards: &[mpsc::Sender<SourceMessage>],
     ) {
         stash.retain(|(topic, partition), queue| {
-            if queue.front().is_some_and(|m| m.tracker.is_revoked()) {
-                // Revoked while paused: whoever owns it now reads from the committed offset.
-                return false;
-            }
+            // Revoked while paused: whoever owns it now reads from the committed offset. Only
+            // those go: a re-assignment's messages may already queue behind them, and dropping
+            // one of those unregistered would let the watermark skip it.
+            queue.retain(|m| !m.tracker.is_revoked());
             while let Some(msg) = queue.pop_front() {
                 let shard = msg.tracker.shard(shards.len());
                 match shards[shard].try_send(msg) {

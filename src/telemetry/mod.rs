@@ -97,7 +97,7 @@ impl Telemetry {
         let deliveries = Family::<Labels, Counter>::default();
         registry.register(
             "hookpipe_deliveries",
-            "Delivery attempts finished, by destination and outcome (delivered, failed)",
+            "First attempts finished, by destination and outcome (delivered, failed, skipped: circuit open)",
             deliveries.clone(),
         );
         let delivery_duration =
@@ -215,6 +215,7 @@ impl Telemetry {
         // and a second get_or_create in the same statement would wait for it forever.
         let delivered = self.deliveries.get_or_create(&l("delivered")).clone();
         let failed = self.deliveries.get_or_create(&l("failed")).clone();
+        let skipped = self.deliveries.get_or_create(&l("skipped")).clone();
         let duration = self.delivery_duration.get_or_create(&dest).clone();
         let in_flight = self.in_flight.get_or_create(&dest).clone();
         let filter_errors = self.filter_errors.get_or_create(&dest).clone();
@@ -222,26 +223,28 @@ impl Telemetry {
             name: name.to_string(),
             delivered,
             failed,
+            skipped,
             duration,
             in_flight,
             filter_errors,
         }
     }
 
-    /// A message was consumed from `topic`.
-    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
-        self.messages_consumed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, "message consumed");
+    /// Handles for one input topic, resolved once so the per-message path skips label lookups.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        let labels: Labels = vec![("topic", topic.to_string())];
+        // One statement per handle (see `destination`).
+        let consumed = self.messages_consumed.get_or_create(&labels).clone();
+        let malformed = self.malformed.get_or_create(&labels).clone();
+        TopicMetrics {
+            consumed,
+            malformed,
+        }
     }
 
-    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
-    pub fn message_malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
-        self.malformed
-            .get_or_create(&vec![("topic", topic.to_string())])
-            .inc();
-        debug!(topic, partition, offset, reason, "malformed message");
+    /// A message was consumed from `topic` (for topics without cached [`TopicMetrics`]).
+    pub fn message_consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.topic(topic).consumed(topic, partition, offset);
     }
 
     /// A record was durably written to the dead-letter topic.
@@ -372,12 +375,34 @@ fn openmetrics_to_prometheus(text: &str) -> String {
     out
 }
 
+/// One input topic's metric handles. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct TopicMetrics {
+    consumed: Counter,
+    malformed: Counter,
+}
+
+impl TopicMetrics {
+    /// A message was consumed.
+    pub fn consumed(&self, topic: &str, partition: i32, offset: i64) {
+        self.consumed.inc();
+        debug!(topic, partition, offset, "message consumed");
+    }
+
+    /// A message was malformed (`reason` is a short fixed string such as `invalid_json`).
+    pub fn malformed(&self, topic: &str, partition: i32, offset: i64, reason: &str) {
+        self.malformed.inc();
+        debug!(topic, partition, offset, reason, "malformed message");
+    }
+}
+
 /// One destination's metric handles. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct DestinationMetrics {
     name: String,
     delivered: Counter,
     failed: Counter,
+    skipped: Counter,
     duration: Histogram,
     in_flight: Gauge,
     filter_errors: Counter,
@@ -410,6 +435,21 @@ impl DestinationMetrics {
             took_ms = took.as_millis() as u64,
             "delivery attempt"
         );
+    }
+
+    /// A first attempt was skipped because the destination's circuit is open.
+    pub fn skipped(&self, id: &str) {
+        self.skipped.inc();
+        debug!(destination = %self.name, delivery_id = id, outcome = "skipped", "circuit open: attempt skipped");
+    }
+
+    /// The destination's circuit opened or closed: a state change, logged at WARN / INFO.
+    pub fn circuit(&self, open: bool) {
+        if open {
+            tracing::warn!(destination = %self.name, "circuit open: attempts skipped (parked for retry) until a probe succeeds");
+        } else {
+            tracing::info!(destination = %self.name, "circuit closed: destination delivering again");
+        }
     }
 
     /// A filter expression failed to evaluate; the event is not sent to this destination.
@@ -445,7 +485,7 @@ mod tests {
             "hookpipe_in_flight{destination=\"braze\"} 0",
             "hookpipe_end_to_end_latency_seconds_count 1000",
             "hookpipe_end_to_end_latency_p50_seconds 0.5",
-            "# HELP hookpipe_deliveries_total Delivery attempts",
+            "# HELP hookpipe_deliveries_total First attempts finished",
             "# TYPE hookpipe_deliveries_total counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -262,6 +262,12 @@ fn deep_recursion_fails_on_a_small_stack() {
 #[test]
 fn value_stays_small() {
     // Values are copied on every instruction; keep them within one cache line.
+    eprintln!(
+        "Value={} Number={} Instr={}",
+        std::mem::size_of::<vm::value::Value<'_>>(),
+        std::mem::size_of::<format::Number>(),
+        std::mem::size_of::<compiler::instr::Instr>()
+    );
     assert!(std::mem::size_of::<vm::value::Value<'_>>() <= 64);
 }
 
@@ -379,5 +385,67 @@ fn random_mutations_never_panic() {
             let mut out = BytesMut::new();
             let _ = t.render(&mut RenderState::default(), tape.as_value(), &mut out);
         }
+    }
+}
+
+/// Mismatches the differential test found against ftl-oracle, pinned with the reference output.
+#[test]
+fn regressions_found_by_differential_testing() {
+    let cases: &[(&str, &str)] = &[
+        ("[${input.nothing!?upper_case}]", "[]"),
+        ("${\"$\\{x} \\= \\'\"}", "${x} = '"),
+        ("${true?string[0..<2]}", "tr"),
+        ("${12345678901234567890?upper_case}", "12345678901234567890"),
+        (
+            "<#list [1,2] as x><#assign v>captured<#break></#assign></#list>[${v!}]",
+            "[]",
+        ),
+        (
+            "<#switch 'x'><#case 'y'>Y<#default>D<#case 'z'>Z</#switch>",
+            "D",
+        ),
+        (
+            "<#function f><#if true>noise</#if><#return 7></#function>${f()}",
+            "7",
+        ),
+        ("${'Hello'?last_index_of('l', 2)}", "2"),
+        (
+            "${[1,2,3][1..*5]?join(',')}|${'abc'[1..*9]}|${[1][1..]?size}",
+            "2,3|bc|0",
+        ),
+        ("<#compress>a \r b\r\n\r\nc</#compress>", "a\rb\r\nc"),
+        ("${(input.l[0])!'d'}", "d"),
+        (" ", " "),
+        (
+            "${input.missing!?is_enumerable?c} ${input.missing!?size}",
+            "true 0",
+        ),
+        ("<#function f></#function><#t>\n\n \t ", ""),
+        (
+            "${['b','A','c','a','B','10','9','<x>',' z','_u']?sort?join('|')}",
+            "_u|<x>|10|9|a|A|b|B|c| z",
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(&render(src, "{}"), want, "template {src:?}");
+    }
+    for src in [
+        "<#switch 1><#default><#default></#switch>",
+        "${\"a\".nope}",
+        "<#list [1] ></#list>",
+        "${-!true}",
+        "<#if [1] == 1></#if>",
+    ] {
+        assert!(
+            Template::compile("t", src, &Options::default()).is_err(),
+            "{src:?} must not compile"
+        );
+    }
+    for src in [
+        "${\"2022-02-28\"?date(\"yyyy-MM-dd\")?time}",
+        "${1?string('a', 'b')}",
+        "${'s'?string('0.0')}",
+    ] {
+        render_err(src, "{}");
     }
 }

@@ -5,6 +5,8 @@ mod support;
 mod cohort;
 mod conformance;
 mod deliver;
+mod demo;
+mod differential;
 mod k8s;
 mod kafka_smoke;
 mod pipeline;

@@ -54,6 +54,15 @@ struct Breakable {
     kind: BreakKind,
     breaks: Vec<usize>,
     continues: Vec<usize>,
+    /// How many capture/compress regions were open when the loop or switch began.
+    regions: usize,
+}
+
+/// An output region a jump may leave early.
+#[derive(Clone, Copy)]
+enum Region {
+    Capture,
+    Compress,
 }
 
 struct Gen<'s> {
@@ -65,6 +74,8 @@ struct Gen<'s> {
     breakables: Vec<Breakable>,
     /// Innermost `#list` loop (for `#items` and `#sep`).
     list_loops: Vec<u32>,
+    /// Open `<#assign x>...` captures and `#compress` blocks of the current frame.
+    regions: Vec<Region>,
     str_consts: HashMap<String, u32>,
     /// Parameter names of each macro (known before any body is compiled).
     macro_params: Vec<Vec<String>>,
@@ -123,6 +134,7 @@ impl<'s> Gen<'s> {
             macros: HashMap::new(),
             breakables: Vec::new(),
             list_loops: Vec::new(),
+            regions: Vec::new(),
             str_consts: HashMap::new(),
             macro_params: Vec::new(),
             json_mode: false,
@@ -285,6 +297,7 @@ impl<'s> Gen<'s> {
             let saved = std::mem::take(&mut self.frame);
             let saved_breaks = std::mem::take(&mut self.breakables);
             let saved_lists = std::mem::take(&mut self.list_loops);
+            let saved_regions = std::mem::take(&mut self.regions);
             self.frame.in_macro = true;
             self.frame.is_function = *function;
             for (i, prm) in params.iter().enumerate() {
@@ -312,7 +325,7 @@ impl<'s> Gen<'s> {
                         self.patch(j, h);
                     }
                     None => {
-                        self.emit(Instr::RequireParam(i as u32, i as u32));
+                        self.emit(Instr::RequireParam(i as u32, idx));
                     }
                 }
             }
@@ -333,6 +346,7 @@ impl<'s> Gen<'s> {
             self.frame = saved;
             self.breakables = saved_breaks;
             self.list_loops = saved_lists;
+            self.regions = saved_regions;
         }
         Ok(())
     }
@@ -393,6 +407,26 @@ impl<'s> Gen<'s> {
         match &n.kind {
             NodeKind::Text(t) => self.text(t),
             NodeKind::Interp(e) => {
+                if !(self.json_mode && self.json_in_string) {
+                    if let ExprKind::Dot(recv, name) = &e.kind {
+                        if let Some(fused) = self.fused_dot(recv, name, false) {
+                            let d = self.dbg(e);
+                            match fused {
+                                Instr::LocalDot(s, c, rd) => {
+                                    self.emit(Instr::EmitLocalDot(s, c, rd, d));
+                                }
+                                Instr::InputDot(c, _) => {
+                                    self.emit(Instr::EmitInputDot(c, d));
+                                }
+                                other => {
+                                    self.emit(other);
+                                    self.emit(Instr::Emit(d));
+                                }
+                            }
+                            return Ok(());
+                        }
+                    }
+                }
                 self.expr(e, false)?;
                 let d = self.dbg(e);
                 if self.json_mode && self.json_in_string {
@@ -459,9 +493,10 @@ impl<'s> Gen<'s> {
                 self.patch(j, h);
             }
             NodeKind::Break => {
-                if self.breakables.is_empty() {
+                let Some(level) = self.breakables.last().map(|b| b.regions) else {
                     return self.err(n.begin, "#break must be inside #list or #switch");
-                }
+                };
+                self.unwind_regions(level);
                 let j = self.emit(Instr::Jump(0));
                 if let Some(b) = self.breakables.last_mut() {
                     b.breaks.push(j);
@@ -475,6 +510,7 @@ impl<'s> Gen<'s> {
                 let Some(i) = pos else {
                     return self.err(n.begin, "#continue must be inside #list");
                 };
+                self.unwind_regions(self.breakables[i].regions);
                 let j = self.emit(Instr::Jump(0));
                 self.breakables[i].continues.push(j);
             }
@@ -485,7 +521,9 @@ impl<'s> Gen<'s> {
             }
             NodeKind::Capture(scope, name) => {
                 self.emit(Instr::CaptureBegin);
+                self.regions.push(Region::Capture);
                 self.body(&n.children)?;
+                self.regions.pop();
                 self.emit(Instr::CaptureEnd);
                 self.store(*scope, name);
             }
@@ -504,6 +542,7 @@ impl<'s> Gen<'s> {
                 self.emit(Instr::Nested(args.len() as u8, d));
             }
             NodeKind::Return(v) => {
+                self.unwind_regions(0);
                 if self.frame.is_function {
                     match v {
                         Some(e) => self.value(e)?,
@@ -526,7 +565,9 @@ impl<'s> Gen<'s> {
             }
             NodeKind::Compress => {
                 self.emit(Instr::CompressBegin);
+                self.regions.push(Region::Compress);
                 self.body(&n.children)?;
+                self.regions.pop();
                 self.emit(Instr::CompressEnd);
             }
             NodeKind::Include => {
@@ -538,6 +579,17 @@ impl<'s> Gen<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Closes the capture/compress regions opened after `level` before a jump out of them: a
+    /// capture's text is dropped (the assignment never happens), a compress block is compressed.
+    fn unwind_regions(&mut self, level: usize) {
+        for i in (level..self.regions.len()).rev() {
+            match self.regions[i] {
+                Region::Capture => self.emit(Instr::CaptureAbort),
+                Region::Compress => self.emit(Instr::CompressEnd),
+            };
+        }
     }
 
     fn store(&mut self, scope: Scope, name: &str) {
@@ -639,6 +691,7 @@ impl<'s> Gen<'s> {
             kind: BreakKind::Loop,
             breaks: Vec::new(),
             continues: Vec::new(),
+            regions: self.regions.len(),
         });
         self.body(children)?;
         self.emit(Instr::Jump(top));
@@ -657,9 +710,15 @@ impl<'s> Gen<'s> {
     }
 
     fn switch(&mut self, n: &Node, v: &Expr) -> GResult<()> {
-        self.value(v)?;
+        // FreeMarker evaluates the value only to compare it with a #case.
         let tmp = self.frame.slot();
-        self.emit(Instr::Store(tmp));
+        if n.children
+            .iter()
+            .any(|c| matches!(c.kind, NodeKind::Case(Some(_))))
+        {
+            self.value(v)?;
+            self.emit(Instr::Store(tmp));
+        }
         let mut jumps = Vec::new();
         let mut default_idx = None;
         for (i, c) in n.children.iter().enumerate() {
@@ -679,6 +738,7 @@ impl<'s> Gen<'s> {
             kind: BreakKind::Switch,
             breaks: Vec::new(),
             continues: Vec::new(),
+            regions: self.regions.len(),
         });
         let mut starts = Vec::new();
         for c in &n.children {
@@ -760,14 +820,14 @@ impl<'s> Gen<'s> {
                 }
             }
         }
+        let d = self.dbg_pos(n.begin, name.as_deref().unwrap_or("macro"));
         let site = self.p.sites.len() as u32;
         self.p.sites.push(CallSite {
             arg_params,
             unknown_arg,
             body: None,
+            dbg: d,
         });
-        let d = self.dbg_pos(n.begin, name.as_deref().unwrap_or("macro"));
-        let _ = d;
         self.emit(Instr::CallMacro(mac, site));
         if !n.children.is_empty() || !loop_vars.is_empty() {
             let skip = self.emit(Instr::Jump(0));
@@ -781,8 +841,10 @@ impl<'s> Gen<'s> {
             }
             self.frame.scopes.push(scope);
             let saved_breaks = std::mem::take(&mut self.breakables);
+            let saved_regions = std::mem::take(&mut self.regions);
             self.body(&n.children)?;
             self.breakables = saved_breaks;
+            self.regions = saved_regions;
             self.frame.scopes.pop();
             self.emit(Instr::Ret);
             let h = self.here();
@@ -922,8 +984,7 @@ impl<'s> Gen<'s> {
                 match rhs {
                     Some(r) => self.value(r)?,
                     None => {
-                        let c = self.str_const("");
-                        self.emit(Instr::Const(c));
+                        self.emit(Instr::PushEmpty);
                     }
                 }
                 let h = self.here();
@@ -1143,7 +1204,8 @@ impl<'s> Gen<'s> {
             if matches!(bi, Bi::Filter | Bi::Map) {
                 self.lambda(a)?;
             } else {
-                self.value(a)?;
+                // FreeMarker passes a missing argument on; the built-in decides.
+                self.expr(a, false)?;
             }
         }
         let d = self.dbg(recv);

@@ -53,6 +53,8 @@ pub enum Instr {
     Const(u32),
     /// Pushes the missing value (an unset variable).
     PushMissing,
+    /// Pushes the empty string-sequence-hash that `x!` gives for a missing `x`.
+    PushEmpty,
     /// Pushes local slot `i` of the current frame.
     Load(u32),
     /// Pops into local slot `i` of the current frame.
@@ -73,6 +75,10 @@ pub enum Instr {
     LocalDot(u32, u32, u32),
     /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
     InputDot(u32, u32),
+    /// Fused `${local.name}`: appends the sub-variable as `Emit(dbg)` would.
+    EmitLocalDot(u32, u32, u32, u32),
+    /// Fused `${input.name}`: appends the sub-variable as `Emit(dbg)` would.
+    EmitInputDot(u32, u32),
     /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
     Index(u32),
     /// Pops `argc` arguments and a callee (method or function), pushes the result.
@@ -85,7 +91,7 @@ pub enum Instr {
     DefaultJump(u32),
     /// Jumps when local slot `slot` is not missing (parameter defaults).
     JumpIfSet(u32, u32),
-    /// Fails when local slot `slot` (parameter `param` of the current macro) is missing.
+    /// Fails when parameter `i` (local slot `i`) of macro `m` is missing.
     RequireParam(u32, u32),
     /// Pops a boolean, pushes its negation.
     Not(u32),
@@ -134,6 +140,8 @@ pub enum Instr {
     CaptureBegin,
     /// Ends capturing: pushes the captured text as a string.
     CaptureEnd,
+    /// Leaves a capture early (`#break` inside it): drops what it captured.
+    CaptureAbort,
     /// Starts `#compress`.
     CompressBegin,
     /// Ends `#compress`: collapses the white-space of what was written since the begin.
@@ -200,6 +208,8 @@ pub struct CallSite {
     pub unknown_arg: Option<String>,
     /// Nested content: first instruction, and the caller-frame slots of its loop variables.
     pub body: Option<(u32, Vec<u32>)>,
+    /// The call's position (for errors about the call).
+    pub dbg: u32,
 }
 
 /// A lambda (`x -> expr`).

@@ -164,6 +164,26 @@ pub fn lex(src: &str, mut pos: usize) -> Result<Token<'_>, LexError> {
     })
 }
 
+/// Unescapes the raw content of a string literal written with `quote` (offsets in errors are
+/// relative to `content`).
+pub fn unescape(content: &str, quote: char) -> Result<String, LexError> {
+    let mut wrapped = String::with_capacity(content.len() + 2);
+    wrapped.push(quote);
+    wrapped.push_str(content);
+    wrapped.push(quote);
+    match lex_string(&wrapped, 0, quote)? {
+        Token {
+            tok: Tok::Str { value, .. },
+            end,
+            ..
+        } if end == wrapped.len() => Ok(value),
+        _ => Err(LexError {
+            message: "malformed string literal".into(),
+            at: 0,
+        }),
+    }
+}
+
 fn lex_string(src: &str, start: usize, quote: char) -> Result<Token<'_>, LexError> {
     let mut value = String::new();
     let mut chars = src[start + 1..].char_indices();

@@ -901,6 +901,12 @@ impl<'s> Parser<'s> {
         let end_name = if foreach { "foreach" } else { "list" };
         match b {
             Boundary::Else { at, end: else_end } => {
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 let list = Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -927,6 +933,12 @@ impl<'s> Parser<'s> {
             other => {
                 let end = self.expect_end(other, end_name, start)?;
                 let _ = list_tag_end;
+                if vars.is_empty() && !has_items(&children) {
+                    return self.err(
+                        start,
+                        "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
+                    );
+                }
                 Ok(Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
@@ -955,6 +967,17 @@ impl<'s> Parser<'s> {
         let mut cases = Vec::new();
         loop {
             match b {
+                Boundary::Case {
+                    value: None, at, ..
+                } if cases
+                    .iter()
+                    .any(|c: &Node| matches!(c.kind, NodeKind::Case(None))) =>
+                {
+                    return self.err(
+                        at,
+                        "You can only have one default case in a switch statement",
+                    );
+                }
                 Boundary::Case { value: v, at, end } => {
                     let mut children = Vec::new();
                     let next = self.parse_elements(&mut children)?;
@@ -1231,6 +1254,22 @@ impl<'s> Parser<'s> {
         };
         self.pos = t.end;
         let r = self.parse_rel()?;
+        for side in [&l, &r] {
+            if let ExprKind::Seq(_) | ExprKind::Hash(_) = side.kind {
+                return self.err(
+                    side.pos.offset as usize,
+                    format!(
+                        "Found {} literal: {}. Expecting different type for equality check",
+                        if matches!(side.kind, ExprKind::Seq(_)) {
+                            "list"
+                        } else {
+                            "hash"
+                        },
+                        &self.src[side.pos.offset as usize..side.end as usize]
+                    ),
+                );
+            }
+        }
         Ok(self.mk(ExprKind::Binary(op, Box::new(l), Box::new(r)), start))
     }
 
@@ -1345,12 +1384,12 @@ impl<'s> Parser<'s> {
             }
             Tok::Op("-") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Neg(Box::new(e)), t.start))
             }
             Tok::Op("+") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                let e = self.parse_postfix()?;
                 Ok(self.mk(ExprKind::Plus(Box::new(e)), t.start))
             }
             _ => self.parse_postfix(),
@@ -1400,6 +1439,24 @@ impl<'s> Parser<'s> {
             // allows white-space; we do too.
             match t.tok {
                 Tok::Op(".") => {
+                    if let ExprKind::Str(_)
+                    | ExprKind::Interp(_)
+                    | ExprKind::Num(_)
+                    | ExprKind::Bool(_) = e.kind
+                    {
+                        let what = match e.kind {
+                            ExprKind::Num(_) => "number",
+                            ExprKind::Bool(_) => "boolean",
+                            _ => "string",
+                        };
+                        return self.err(
+                            e.pos.offset as usize,
+                            format!(
+                                "Found {what} literal: {}. Expecting: hash",
+                                &self.src[e.pos.offset as usize..e.end as usize]
+                            ),
+                        );
+                    }
                     self.pos = t.end;
                     let n = self.next()?;
                     let name = match n.tok {
@@ -1443,8 +1500,28 @@ impl<'s> Parser<'s> {
                             ..
                         }) = lex(self.src, self.pos + 1)
                         {
-                            self.pos = end;
-                            name = format!("{name}.{sub}");
+                            let known = if name == "string" {
+                                matches!(
+                                    sub,
+                                    "short"
+                                        | "medium"
+                                        | "long"
+                                        | "full"
+                                        | "iso"
+                                        | "xs"
+                                        | "iso_m_nz"
+                                        | "number"
+                                        | "computer"
+                                        | "currency"
+                                        | "percent"
+                                )
+                            } else {
+                                sub == "iso"
+                            };
+                            if known {
+                                self.pos = end;
+                                name = format!("{name}.{sub}");
+                            }
                         }
                     }
                     let nt = self.peek()?;
@@ -1462,12 +1539,12 @@ impl<'s> Parser<'s> {
                 Tok::Op("!") => {
                     self.pos = t.end;
                     let n = self.peek()?;
-                    let rhs = if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
-                        Some(Box::new(self.parse_expr()?))
-                    } else {
-                        None
-                    };
-                    return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
+                        let rhs = Some(Box::new(self.parse_expr()?));
+                        return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
+                    }
+                    // `x!` alone: built-ins may follow (`x!?upper_case`).
+                    e = self.mk(ExprKind::Default(Box::new(e), None), start);
                 }
                 _ => return Ok(e),
             }
@@ -1483,8 +1560,10 @@ impl<'s> Parser<'s> {
                 None => self.err(start, "invalid number"),
             },
             Tok::Str { value, raw } => {
-                if !raw && (value.contains("${") || value.contains("#{")) {
-                    let parts = self.parse_interpolated(&value, start)?;
+                let content = &self.src[t.start + 1..t.end - 1];
+                if !raw && (content.contains("${") || content.contains("#{")) {
+                    let quote = self.src[t.start..].chars().next().unwrap_or('"');
+                    let parts = self.parse_interpolated(content, quote, start)?;
                     Ok(self.mk(ExprKind::Interp(parts), start))
                 } else {
                     Ok(self.mk(ExprKind::Str(value), start))
@@ -1530,18 +1609,35 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// Splits an unescaped string literal into text and `${...}` parts.
-    fn parse_interpolated(&self, value: &str, lit_start: usize) -> PResult<Vec<StrPart>> {
+    /// Splits the raw content of a string literal into text and `${...}` parts (an escaped
+    /// `\${` is text), unescaping the text parts.
+    fn parse_interpolated(
+        &self,
+        content: &str,
+        quote: char,
+        lit_start: usize,
+    ) -> PResult<Vec<StrPart>> {
         let mut parts = Vec::new();
+        let bytes = content.as_bytes();
         let mut rest = 0;
-        let bytes = value.as_bytes();
         let mut i = 0;
-        while i + 1 < bytes.len() {
-            if (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{' {
+        let lit_err = |e: LexError| ParseError {
+            message: e.message,
+            at: lit_start,
+        };
+        while i < bytes.len() {
+            if bytes[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if i + 1 < bytes.len() && (bytes[i] == b'$' || bytes[i] == b'#') && bytes[i + 1] == b'{'
+            {
                 if i > rest {
-                    parts.push(StrPart::Lit(value[rest..i].to_string()));
+                    parts.push(StrPart::Lit(
+                        super::lexer::unescape(&content[rest..i], quote).map_err(lit_err)?,
+                    ));
                 }
-                let mut sub = Parser::new(value);
+                let mut sub = Parser::new(content);
                 sub.pos = i + 2;
                 let e = sub.parse_expr().map_err(|e| ParseError {
                     message: e.message,
@@ -1563,11 +1659,22 @@ impl<'s> Parser<'s> {
             }
             i += 1;
         }
-        if rest < value.len() {
-            parts.push(StrPart::Lit(value[rest..].to_string()));
+        if rest < content.len() {
+            parts.push(StrPart::Lit(
+                super::lexer::unescape(&content[rest..], quote).map_err(lit_err)?,
+            ));
         }
         Ok(parts)
     }
+}
+
+/// Whether a `#list` body holds its `#items` (not counting nested lists).
+fn has_items(children: &[Node]) -> bool {
+    children.iter().any(|c| match c.kind {
+        NodeKind::Items(_) => true,
+        NodeKind::List { .. } | NodeKind::ListWithElse => false,
+        _ => has_items(&c.children),
+    })
 }
 
 fn relocate(e: &mut Expr, pos: Pos) {

@@ -193,6 +193,10 @@ fn last_nl(t: &str) -> Option<usize> {
 
 /// Applies stripping to the whole tree (the deliberate `#t`-family trims always apply).
 pub fn strip(root: &mut Node, strip_whitespace: bool) {
+    // A template that is one text block has that block as FreeMarker's root: nothing to clean.
+    if root.children.len() == 1 && text_of(&root.children[0]).is_some() {
+        return;
+    }
     cleanup(root, &mut Vec::new(), strip_whitespace);
 }
 
@@ -210,7 +214,11 @@ fn cleanup(root: &mut Node, path: &mut Path, strip_ws: bool) {
     let mut i = 0;
     while i < get(root, path).children.len() {
         path.push(i);
-        let ignorable = if strip_ws {
+        // #t/#lt/#rt/#nt have done their work; like FreeMarker, drop them before the siblings
+        // after them are checked.
+        let ignorable = if matches!(get(root, path).kind, NodeKind::Trim(..)) {
+            true
+        } else if strip_ws {
             is_ignorable(root, path)
         } else {
             text_of(get(root, path)).is_some_and(|t| t.is_empty())

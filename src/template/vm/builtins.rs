@@ -85,6 +85,49 @@ builtins! {
 }
 
 impl Bi {
+    /// String built-ins: FreeMarker converts a number, date or boolean operand to text first.
+    pub fn takes_string(self) -> bool {
+        use Bi::*;
+        matches!(
+            self,
+            UpperCase
+                | LowerCase
+                | CapFirst
+                | UncapFirst
+                | Capitalize
+                | Trim
+                | TrimLeft
+                | TrimRight
+                | Length
+                | Substring
+                | Replace
+                | Contains
+                | StartsWith
+                | EndsWith
+                | IndexOf
+                | LastIndexOf
+                | Split
+                | JsonString
+                | JsString
+                | Html
+                | Xhtml
+                | Xml
+                | Url
+                | UrlPath
+                | KeepBefore
+                | KeepAfter
+                | KeepBeforeLast
+                | KeepAfterLast
+                | RemoveBeginning
+                | RemoveEnding
+                | EnsureStartsWith
+                | EnsureEndsWith
+                | WordList
+                | NoEsc
+                | Esc
+        )
+    }
+
     /// Built-ins that accept a missing left-hand operand.
     pub fn tolerates_missing(self) -> bool {
         matches!(self, Bi::HasContent | Bi::Default | Bi::IfExists)
@@ -108,7 +151,12 @@ pub(crate) fn apply<'a>(
         return Err(fail(dbg, format!("?{} got too many arguments", bi.name())));
     }
     let from = vm.stack.len() - argc - 1;
-    let recv = vm.stack[from];
+    let mut recv = vm.stack[from];
+    if bi.takes_string() && matches!(recv, Value::Num(_) | Value::Date(_) | Value::Bool(_)) {
+        vm.scratch.clear();
+        vm.scalar_to_scratch(recv, dbg)?;
+        recv = vm.scratch_to_arena()?;
+    }
     let mut args = [Value::Missing; 16];
     args[..argc].copy_from_slice(&vm.stack[from + 1..]);
     vm.stack.truncate(from);
@@ -139,14 +187,16 @@ fn want_args(bi: Bi, args: &[Value<'_>], min: usize, max: usize, dbg: u32) -> VR
 
 fn is_seq(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_array(),
-        Value::Seq(..) | Value::Range(_) => true,
+        Value::Seq(..) | Value::Coll(..) | Value::Range(_) => true,
         _ => false,
     }
 }
 
 fn is_hash_ex(v: &Value<'_>) -> bool {
     match v {
+        Value::Empty => true,
         Value::Json(j) => j.is_object(),
         Value::Hash(..) => true,
         _ => false,
@@ -205,6 +255,7 @@ fn map_str<'a>(
     vm.scratch.clear();
     match v {
         Value::Str(s) => f(s, &mut vm.scratch),
+        Value::Empty => f("", &mut vm.scratch),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             f(&vm.arena[a as usize..b as usize], &mut vm.scratch)
         }
@@ -516,6 +567,7 @@ fn eval<'a>(
         Keys | Values => {
             let mut n = 0;
             match recv {
+                Value::Empty => {}
                 Value::Json(j) if j.is_object() => {
                     if let Some(o) = j.as_object() {
                         for (k, v) in o.iter() {
@@ -544,7 +596,10 @@ fn eval<'a>(
                     ))
                 }
             }
-            vm.make_seq(n)
+            match vm.make_seq(n) {
+                Value::Seq(a, b) => Value::Coll(a, b),
+                v => v,
+            }
         }
         First | Last => {
             let base_sp = vm.stack.len();
@@ -668,13 +723,14 @@ fn eval<'a>(
         HasContent => Value::Bool(match recv {
             Value::Missing => false,
             Value::Str(s) => !s.is_empty(),
+            Value::Empty => false,
             Value::Arena(a, b) => a != b,
             Value::Json(j) => match (j.as_array(), j.as_object()) {
                 (Some(a), _) => !a.is_empty(),
                 (_, Some(o)) => !o.is_empty(),
                 _ => true,
             },
-            Value::Seq(_, n) | Value::Hash(_, n) => n > 0,
+            Value::Seq(_, n) | Value::Coll(_, n) | Value::Hash(_, n) => n > 0,
             Value::Range(r) => r.len != Some(0),
             _ => true,
         }),
@@ -684,10 +740,10 @@ fn eval<'a>(
         IsSequence | IsIndexable => Value::Bool(is_seq(&recv)),
         IsHash => Value::Bool(matches!(
             recv,
-            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics
+            Value::Json(_) | Value::Hash(..) | Value::Util | Value::Statics | Value::Empty
         )),
         IsHashEx => Value::Bool(is_hash_ex(&recv)),
-        IsCollection | IsCollectionEx => Value::Bool(false),
+        IsCollection | IsCollectionEx => Value::Bool(matches!(recv, Value::Coll(..))),
         IsEnumerable => Value::Bool(is_seq(&recv)),
         IsDate | IsDateLike => Value::Bool(matches!(recv, Value::Date(_))),
         IsMacro | IsDirective => {
@@ -725,7 +781,22 @@ fn eval<'a>(
                 _ => DateKind::DateTime,
             };
             match recv {
-                Value::Date(d) => Value::Date(d.with_kind(kind)),
+                Value::Date(d) => {
+                    if d.kind == kind || matches!(d.kind, DateKind::Unknown | DateKind::DateTime) {
+                        Value::Date(d.with_kind(kind))
+                    } else {
+                        let name = |k: DateKind| match k {
+                            DateKind::Date => "DATE",
+                            DateKind::Time => "TIME",
+                            DateKind::DateTime => "DATETIME",
+                            DateKind::Unknown => "UNKNOWN",
+                        };
+                        return Err(fail(
+                            dbg,
+                            format!("Cannot convert {} to {}", name(d.kind), name(kind)),
+                        ));
+                    }
+                }
                 _ => {
                     want_args(bi, args, 0, 1, dbg)?;
                     let s = text!(vm, recv, bi, dbg);
@@ -939,6 +1010,25 @@ fn string_builtin<'a>(
         StringPercent => Some("percent"),
         _ => None,
     };
+    if let [Value::Range(r)] = args {
+        // `x?string[1..2]`: the brackets slice the string rather than give a format.
+        let text = string_builtin(vm, bi, recv, &[], dbg)?;
+        return vm.slice(text, *r, dbg);
+    }
+    let max_args = match recv {
+        Value::Bool(_) => 2,
+        _ => 1,
+    };
+    if args.len() > max_args || (matches!(recv, Value::Bool(_)) && args.len() == 1) {
+        return Err(fail(
+            dbg,
+            format!(
+                "?string(...) expects {} argument but has received {}.",
+                if max_args == 2 { "0 or 2" } else { "1" },
+                args.len()
+            ),
+        ));
+    }
     match recv {
         Value::Num(n) => {
             vm.scratch.clear();
@@ -977,7 +1067,25 @@ fn string_builtin<'a>(
             f.format(&d, &mut vm.scratch).map_err(num_err(dbg))?;
             vm.scratch_to_arena()
         }
-        Value::Str(_) | Value::Arena(..) | Value::Markup(..) => Ok(recv),
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if style.is_some() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \".\" left-hand operand: Expected a hash, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty if !args.is_empty() => {
+            Err(fail(
+                dbg,
+                format!(
+                    "For \"...(...)\" callee: Expected a method or function, but this has evaluated to a string:\n==> {}?string",
+                    vm.dbg_text(dbg)
+                ),
+            ))
+        }
+        Value::Str(_) | Value::Arena(..) | Value::Markup(..) | Value::Empty => Ok(recv),
         other => Err(vm.type_error(
             dbg,
             "?string\" left-hand operand",
@@ -1000,11 +1108,60 @@ fn loose_eq<'a>(vm: &Vm<'a, '_>, a: &Value<'a>, b: &Value<'a>) -> bool {
     }
 }
 
+/// Base letter of common accented Latin letters (the collator's primary strength ignores accents).
+fn base_letter(c: char) -> (char, bool) {
+    const TABLE: &[(&str, char)] = &[
+        ("ÀÁÂÃÄÅàáâãäåĀāĂăĄą", 'a'),
+        ("ÇçĆćČč", 'c'),
+        ("ÈÉÊËèéêëĒēĘęĚě", 'e'),
+        ("ÌÍÎÏìíîïĪīİı", 'i'),
+        ("ÑñŃńŇň", 'n'),
+        ("ÒÓÔÕÖØòóôõöøŌō", 'o'),
+        ("ÙÚÛÜùúûüŪūŮů", 'u'),
+        ("ÝýÿŸ", 'y'),
+        ("ŚśŠšŞş", 's'),
+        ("ŹźŻżŽž", 'z'),
+    ];
+    for (set, base) in TABLE {
+        if set.contains(c) {
+            return (*base, true);
+        }
+    }
+    (c, false)
+}
+
 fn collate(a: &str, b: &str) -> std::cmp::Ordering {
-    // Approximates Java's en_US Collator: case-insensitive first, then lower case first.
-    let la = a.to_lowercase();
-    let lb = b.to_lowercase();
-    la.cmp(&lb).then_with(|| b.cmp(a))
+    // Approximates Java's en_US Collator: white-space is ignorable; punctuation and symbols sort
+    // before digits, digits before letters; letters compare without accents and case first,
+    // then unaccented before accented, then lower case before upper case.
+    const PUNCT: &str = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$";
+    fn primary(s: &str) -> impl Iterator<Item = (u8, u32)> + '_ {
+        s.chars().filter(|c| !c.is_whitespace()).map(|c| {
+            if c.is_alphabetic() {
+                let (b, _) = base_letter(c);
+                (2, b.to_lowercase().next().unwrap_or(b) as u32)
+            } else if c.is_numeric() {
+                (1, c as u32)
+            } else {
+                (0, PUNCT.find(c).map_or(1000 + c as u32, |i| i as u32))
+            }
+        })
+    }
+    fn secondary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| base_letter(c).1)
+    }
+    fn tertiary(s: &str) -> impl Iterator<Item = bool> + '_ {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.is_uppercase())
+    }
+    primary(a)
+        .cmp(primary(b))
+        .then_with(|| secondary(a).cmp(secondary(b)))
+        .then_with(|| tertiary(a).cmp(tertiary(b)))
+        .then_with(|| a.cmp(b))
 }
 
 fn sort<'a>(
@@ -1096,6 +1253,7 @@ pub(crate) fn write_json<'a>(
     match v {
         Value::Missing => out.extend_from_slice(b"null"),
         Value::Str(s) => escape::jackson_string(s, out),
+        Value::Empty => out.extend_from_slice(b"\"\""),
         Value::Arena(a, b) | Value::Markup(a, b) => {
             escape::jackson_string(&vm.arena[a as usize..b as usize], out)
         }
@@ -1127,7 +1285,7 @@ pub(crate) fn write_json<'a>(
                 out.extend_from_slice(b"}");
             }
         }
-        Value::Seq(s, n) => {
+        Value::Seq(s, n) | Value::Coll(s, n) => {
             out.extend_from_slice(b"[");
             for i in 0..n {
                 if i > 0 {

@@ -93,6 +93,8 @@ struct Ctx<'c> {
     loop_base: usize,
     caller: Option<&'c Ctx<'c>>,
     site: Option<u32>,
+    /// Position of the macro/function call that made this frame (`u32::MAX` at top level).
+    call_dbg: u32,
 }
 
 pub(crate) enum LoopSrc<'a> {
@@ -204,6 +206,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         match self.exec(0, &ctx) {
             Ok(()) => Ok(()),
@@ -222,6 +225,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: 0,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         self.exec(0, &ctx)?;
         Ok(self.stack.pop().unwrap_or(Value::Missing))
@@ -264,6 +268,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn str_of<'s>(&'s self, v: &Value<'a>) -> Option<&'s str> {
         match *v {
             Value::Str(s) => Some(s),
+            Value::Empty => Some(""),
             Value::Arena(a, b) | Value::Markup(a, b) => Some(&self.arena[a as usize..b as usize]),
             _ => None,
         }
@@ -403,6 +408,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Writes a scalar as an interpolation does.
     fn write_interp(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
         match v {
+            Value::Empty => {}
             Value::Str(s) => {
                 if html {
                     crate::template::format::escape::html(s, self.out);
@@ -455,8 +461,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn write_number(&mut self, n: &Number, dbg: u32) -> VResult<()> {
         match &self.settings.number_format {
             None => n.write_computer(self.out),
-            Some(f) => f
-                .format(n, self.out)
+            Some(f) => format_number(f, n, self.settings.comma_decimal, self.out)
                 .map_err(|e| fail(dbg, e.to_string()))?,
         }
         Ok(())
@@ -483,6 +488,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn scalar_to_scratch(&mut self, v: Value<'a>, dbg: u32) -> VResult<()> {
         match v {
             Value::Str(s) => self.scratch.extend_from_slice(s.as_bytes()),
+            Value::Empty => {}
             Value::Arena(a, b) | Value::Markup(a, b) => self
                 .scratch
                 .extend_from_slice(&self.arena.as_bytes()[a as usize..b as usize]),
@@ -520,10 +526,21 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ data access
 
-    #[inline]
+    /// `recv.name`, with the JSON-object case (the hot path) first and without a `Result`.
+    #[inline(always)]
+    fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
+        if let Value::Json(j) = recv {
+            if let Some(o) = j.as_object() {
+                return Ok(o.get(name).map_or(Value::Missing, Value::from_tape));
+            }
+        }
+        self.dot(recv, name, dbg)
+    }
+
+    #[inline(never)]
     fn dot(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         Ok(match recv {
-            Value::Missing => Value::Missing,
+            Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
                     obj.get(name).map_or(Value::Missing, Value::from_tape)
@@ -571,7 +588,8 @@ impl<'a, 'o> Vm<'a, 'o> {
     pub(crate) fn seq_len(&self, v: &Value<'a>) -> Option<usize> {
         match v {
             Value::Json(j) => j.as_array().map(|a| a.len()),
-            Value::Seq(_, len) => Some(*len as usize),
+            Value::Seq(_, len) | Value::Coll(_, len) => Some(*len as usize),
+            Value::Empty => Some(0),
             Value::Range(r) => r.len.map(|l| l as usize),
             _ => None,
         }
@@ -580,6 +598,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Pushes all items of a sequence onto the stack; returns how many.
     pub(crate) fn push_items(&mut self, v: Value<'a>, dbg: u32, what: &str) -> VResult<usize> {
         match v {
+            Value::Empty => Ok(0),
             Value::Json(j) => {
                 let Some(arr) = j.as_array() else {
                     return Err(self.type_error(dbg, what, "a sequence", &v));
@@ -590,7 +609,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
                 Ok(n)
             }
-            Value::Seq(s, len) => {
+            Value::Seq(s, len) | Value::Coll(s, len) => {
                 for i in s..s + len {
                     let item = self.seqs[i as usize];
                     self.stack.push(item);
@@ -639,6 +658,10 @@ impl<'a, 'o> Vm<'a, 'o> {
         if let Value::Range(r) = key {
             return self.slice(recv, r, dbg);
         }
+        if let Value::Empty | Value::Missing = recv {
+            // Only reached inside `(...)!` / `(...)??`: a missing step gives missing.
+            return Ok(Value::Missing);
+        }
         if let Value::Num(n) = key {
             let i = n.int_value();
             return Ok(match recv {
@@ -654,7 +677,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         ))
                     }
                 },
-                Value::Seq(s, len) => {
+                Value::Seq(s, len) | Value::Coll(s, len) => {
                     if i >= 0 && (i as u32) < len {
                         self.seqs[(s + i as u32) as usize]
                     } else {
@@ -729,39 +752,81 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
+    /// How many items `x[r]` takes from a value of `size` items (FreeMarker's range-key rules:
+    /// an empty range gives an empty result, `a..*n` stops at the end, other overruns fail).
+    fn slice_len(&self, r: Range, size: usize, dbg: u32) -> VResult<usize> {
+        let first = r.start;
+        if first < 0 {
+            return Err(fail(dbg, format!("Negative range start index ({first}) isn't allowed for a range used for slicing")));
+        }
+        if r.len == Some(0) {
+            return Ok(0);
+        }
+        let size = size as i64;
+        if first > size || (first == size && r.len.is_some() && !r.adaptive && r.step > 0) {
+            return Err(fail(
+                dbg,
+                format!("Range start index {first} is out of bounds, because the sliced value has only {size} items"),
+            ));
+        }
+        Ok(match r.len {
+            None => (size - first) as usize,
+            Some(len) => {
+                let len = len.min(i64::MAX as u64) as i64;
+                let last = first.saturating_add((len - 1).saturating_mul(r.step));
+                if last < 0 {
+                    return Err(fail(dbg, format!("Negative range end index ({last}) isn't allowed for a range used for slicing")));
+                }
+                if last >= size {
+                    if r.adaptive {
+                        (size - first).unsigned_abs() as usize
+                    } else {
+                        return Err(fail(
+                            dbg,
+                            format!("Range end index {last} is out of bounds, because the sliced value has only {size} items"),
+                        ));
+                    }
+                } else {
+                    len as usize
+                }
+            }
+        })
+    }
+
     fn slice(&mut self, recv: Value<'a>, r: Range, dbg: u32) -> VResult<Value<'a>> {
+        let recv = if let Value::Num(_) | Value::Date(_) | Value::Bool(_) = recv {
+            // A number, date or boolean is sliced as its text.
+            self.scratch.clear();
+            self.scalar_to_scratch(recv, dbg)?;
+            self.scratch_to_arena()?
+        } else {
+            recv
+        };
         if let Some(s) = self.str_of(&recv) {
             let chars: Vec<char> = s.chars().collect();
-            let start = r.start.max(0) as usize;
-            let end = match r.len {
-                Some(l) => (r.start + l as i64).max(0) as usize,
-                None => chars.len(),
-            };
-            if start > chars.len() || end > chars.len() || r.step < 0 {
-                return Err(fail(dbg, "String slice out of range"));
-            }
-            let sub: String = chars[start..end].iter().collect();
+            let n = self.slice_len(r, chars.len(), dbg)?;
+            let sub: String = (0..n as i64)
+                .map(|i| chars[(r.start + i * r.step) as usize])
+                .collect();
             return Ok(self.arena_str(&sub));
         }
         let base = self.stack.len();
-        let n = self.push_items(recv, dbg, "[]\" left-hand operand")?;
-        let start = r.start;
-        let len = r.len.map_or(n as i64 - start, |l| l as i64);
-        if start < 0 || len < 0 || start + len > n as i64 || (r.step < 0 && len > 1) {
-            self.stack.truncate(base);
-            return Err(fail(
-                dbg,
-                format!("Range out of bounds: the sequence has {n} items"),
-            ));
-        }
+        let size = self.push_items(recv, dbg, "[]\" left-hand operand")?;
+        let n = match self.slice_len(r, size, dbg) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stack.truncate(base);
+                return Err(e);
+            }
+        };
         let from = self.seqs.len() as u32;
-        for i in 0..len {
-            let idx = if r.step < 0 { start - i } else { start + i };
+        for i in 0..n as i64 {
+            let idx = r.start + i * r.step;
             let v = self.stack[base + idx as usize];
             self.seqs.push(v);
         }
         self.stack.truncate(base);
-        Ok(Value::Seq(from, len as u32))
+        Ok(Value::Seq(from, n as u32))
     }
 
     // ------------------------------------------------------------ operators
@@ -926,6 +991,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 start: s,
                 len: None,
                 step: 1,
+                adaptive: false,
             },
             Some(Value::Num(e)) => {
                 let e = e.long_value();
@@ -934,16 +1000,19 @@ impl<'a, 'o> Vm<'a, 'o> {
                         start: s,
                         len: Some(e.abs_diff(s).saturating_add(1)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     RangeKind::Exclusive => Range {
                         start: s,
                         len: Some(e.abs_diff(s)),
                         step: if e >= s { 1 } else { -1 },
+                        adaptive: false,
                     },
                     _ => Range {
                         start: s,
                         len: Some(e.unsigned_abs()),
                         step: if e >= 0 { 1 } else { -1 },
+                        adaptive: true,
                     },
                 }
             }
@@ -974,7 +1043,8 @@ impl<'a, 'o> Vm<'a, 'o> {
                     ));
                 }
             }
-            Value::Seq(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Seq(s, n) | Value::Coll(s, n) => (LoopSrc::Pool(s), Some(n as usize)),
+            Value::Empty => (LoopSrc::Pool(0), Some(0)),
             Value::Hash(s, n) => (LoopSrc::PoolHash(s), Some(n as usize)),
             Value::Range(r) => (LoopSrc::Range(r), r.len.map(|x| x as usize)),
             other => {
@@ -1089,10 +1159,14 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: None,
             site: None,
+            call_dbg: dbg,
         };
         self.depth += 1;
         let stack_before = self.stack.len();
+        // What a function body prints is discarded, as in FreeMarker.
+        let out_mark = self.out.len();
         let r = self.exec(pc as usize, &new);
+        self.out.truncate(out_mark);
         self.depth -= 1;
         self.locals.truncate(base);
         self.loops.truncate(loop_base);
@@ -1110,7 +1184,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let info = &self.p.macros[m as usize];
         let s = &self.p.sites[site as usize];
         let argc = s.arg_params.len();
-        let dbg = u32::MAX;
+        let dbg = s.dbg;
         if let Some(u) = &s.unknown_arg {
             return Err(fail(
                 dbg,
@@ -1144,6 +1218,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base,
             caller: Some(ctx),
             site: Some(site),
+            call_dbg: dbg,
         };
         self.depth += 1;
         let r = self.exec(info.pc as usize, &new);
@@ -1176,6 +1251,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             loop_base: ctx_loop,
             caller: None,
             site: None,
+            call_dbg: u32::MAX,
         };
         if self.depth >= MAX_DEPTH {
             return Err(fail(u32::MAX, "Too deep recursion"));
@@ -1293,6 +1369,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.stack.push(v);
                 }
                 Instr::PushMissing => self.stack.push(Value::Missing),
+                Instr::PushEmpty => self.stack.push(Value::Empty),
                 Instr::Load(s) => {
                     let v = self.locals[ctx.base + s as usize];
                     self.stack.push(v);
@@ -1335,7 +1412,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::LocalDot(slot, name, dbg) => {
@@ -1346,15 +1423,35 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(recv, n.as_str(), dbg)?;
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
                 Instr::InputDot(name, dbg) => {
                     let Const::Str(n) = &p.consts[name as usize] else {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
-                    let v = self.dot(self.input, n.as_str(), dbg)?;
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
                     self.stack.push(v);
+                }
+                Instr::EmitLocalDot(slot, name, rdbg, dbg) => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    if recv.is_missing() {
+                        return Err(self.missing_error(rdbg));
+                    }
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot_fast(recv, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
+                }
+                Instr::EmitInputDot(name, dbg) => {
+                    let Const::Str(n) = &p.consts[name as usize] else {
+                        return Err(fail(dbg, "internal error: bad name constant"));
+                    };
+                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
+                    self.write_interp(v, dbg, p.html_output)?;
+                    self.check_output()?;
                 }
                 Instr::Index(dbg) => {
                     let key = self.pop();
@@ -1383,27 +1480,16 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
-                Instr::RequireParam(s, i) => {
-                    if self.locals[ctx.base + s as usize].is_missing() {
-                        let name = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| {
-                                m.pc as usize <= pc && (pc - m.pc as usize) <= m.params.len() * 4
-                            })
-                            .map_or("?", |m| m.name.as_str());
-                        let pname = self
-                            .p
-                            .macros
-                            .iter()
-                            .find(|m| m.name == name)
-                            .and_then(|m| m.params.get(i as usize))
-                            .map_or("?", |s| s.as_str());
+                Instr::RequireParam(i, m) => {
+                    if self.locals[ctx.base + i as usize].is_missing() {
+                        let info = &p.macros[m as usize];
+                        let pname = info.params.get(i as usize).map_or("?", |s| s.as_str());
                         return Err(fail(
-                            u32::MAX,
+                            ctx.call_dbg,
                             format!(
-                                "When calling macro {name:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                "When calling {} {:?}, required parameter {pname:?} (parameter #{}) was not specified.",
+                                if info.function { "function" } else { "macro" },
+                                info.name,
                                 i + 1
                             ),
                         ));
@@ -1625,6 +1711,10 @@ impl<'a, 'o> Vm<'a, 'o> {
                     self.out.truncate(m);
                     self.stack.push(Value::Arena(a, self.arena.len() as u32));
                 }
+                Instr::CaptureAbort => {
+                    let m = self.marks.pop().unwrap_or(self.out.len());
+                    self.out.truncate(m);
+                }
                 Instr::CompressEnd => {
                     let m = self.marks.pop().unwrap_or(self.out.len());
                     self.scratch.clear();
@@ -1723,30 +1813,53 @@ pub(crate) fn article(t: &str) -> &'static str {
     }
 }
 
-/// `#compress`: drops leading and trailing white-space, turns each white-space run containing a
-/// line break into one line break and every other run into one space.
+/// Java's `Character.isWhitespace`.
+fn java_ws(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | '\u{1c}'..='\u{1f}'
+    ) || (c.is_whitespace() && !matches!(c, '\u{a0}' | '\u{2007}' | '\u{202f}' | '\u{85}'))
+}
+
+/// `#compress`, as FreeMarker's `StandardCompress` writer: leading and trailing white-space
+/// (Java's definition) is dropped, and each inner run becomes the first line break it contains
+/// (`\r\n`, `\r` or `\n`, kept as written) or else one space.
 fn compress(input: &[u8], out: &mut BytesMut) {
-    let mut i = 0;
-    let n = input.len();
-    let mut at_start = true;
-    while i < n {
-        let c = input[i];
-        if c == b' ' || c == b'\t' || c == b'\n' || c == b'\r' || c == 0x0c {
-            let mut nl = false;
-            while i < n && matches!(input[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
-                if input[i] == b'\n' || input[i] == b'\r' {
-                    nl = true;
-                }
-                i += 1;
+    #[derive(PartialEq)]
+    enum St {
+        AtBeginning,
+        Init,
+        SawCr,
+        Cr,
+        CrLf,
+        Lf,
+    }
+    let text = String::from_utf8_lossy(input);
+    let mut state = St::AtBeginning;
+    let mut in_ws = true;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        if java_ws(c) {
+            in_ws = true;
+            match state {
+                St::Init if c == '\r' => state = St::SawCr,
+                St::Init if c == '\n' => state = St::Lf,
+                St::SawCr => state = if c == '\n' { St::CrLf } else { St::Cr },
+                _ => {}
             }
-            if at_start || i == n {
-                continue;
-            }
-            out.extend_from_slice(if nl { b"\n" } else { b" " });
-        } else {
-            at_start = false;
-            out.extend_from_slice(&[c]);
-            i += 1;
+            continue;
         }
+        if in_ws {
+            in_ws = false;
+            match state {
+                St::SawCr | St::Cr => out.extend_from_slice(b"\r"),
+                St::CrLf => out.extend_from_slice(b"\r\n"),
+                St::Lf => out.extend_from_slice(b"\n"),
+                St::AtBeginning => {}
+                St::Init => out.extend_from_slice(b" "),
+            }
+            state = St::Init;
+        }
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
     }
 }

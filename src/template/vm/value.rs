@@ -31,6 +31,8 @@ pub struct Range {
     pub len: Option<u64>,
     /// +1 or -1.
     pub step: i64,
+    /// `a..*n`: slicing with it stops at the end of the sliced value instead of failing.
+    pub adaptive: bool,
 }
 
 /// A value.
@@ -38,6 +40,9 @@ pub struct Range {
 pub enum Value<'a> {
     /// Missing or JSON null.
     Missing,
+    /// What `x!` gives when `x` is missing and no default is written: an empty string that is
+    /// also an empty sequence and an empty hash.
+    Empty,
     /// A string borrowed from the input or the template.
     Str(&'a str),
     /// A string in the render's arena (`start..end`).
@@ -52,6 +57,8 @@ pub enum Value<'a> {
     Json(TapeValue<'a, 'a>),
     /// A sequence built at run time: `start..start+len` of the sequence pool.
     Seq(u32, u32),
+    /// A sequence that is also a collection (`?keys`, `?values`): like `Seq`.
+    Coll(u32, u32),
     /// A hash built at run time: `start..start+len` of the hash pool.
     Hash(u32, u32),
     /// A numeric range.
@@ -73,7 +80,12 @@ pub enum Value<'a> {
 impl<'a> Value<'a> {
     /// Converts a tape value: scalars become plain values, null becomes missing, arrays and
     /// objects stay on the tape.
+    #[inline]
     pub fn from_tape(v: TapeValue<'a, 'a>) -> Value<'a> {
+        // Strings first: by far the most common leaf in event payloads.
+        if let Some(s) = v.into_string() {
+            return Value::Str(s);
+        }
         match v.value_type() {
             ValueType::Null => Value::Missing,
             ValueType::Bool => Value::Bool(v.as_bool().unwrap_or(false)),
@@ -102,7 +114,7 @@ impl<'a> Value<'a> {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Missing => "null or missing",
-            Value::Str(_) | Value::Arena(..) => "string",
+            Value::Str(_) | Value::Arena(..) | Value::Empty => "string",
             Value::Num(_) => "number",
             Value::Bool(_) => "boolean",
             Value::Date(_) => "date",
@@ -114,6 +126,7 @@ impl<'a> Value<'a> {
                 }
             }
             Value::Seq(..) | Value::Range(_) => "sequence",
+            Value::Coll(..) => "collection+sequence",
             Value::Hash(..) => "extended_hash",
             Value::Method(..) => "method",
             Value::Util | Value::Statics => "hash",
