@@ -29,7 +29,15 @@ use std::time::{Duration, Instant};
 pub struct Scenario {
     /// One line saying what the scenario measures.
     pub description: String,
-    /// Backlog size (overridable with `--events`).
+    /// What is produced: `events` (Amplitude events) or `cohort` (one computed cohort change of
+    /// `events` entering users, in chunks of `chunk_size`; each destination must receive every
+    /// user once, counted by `user_id` with `id = "json:user_id"`).
+    #[serde(default = "default_load")]
+    pub load: String,
+    /// Users per cohort chunk message (cohort load only).
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u64,
+    /// Backlog size (overridable with `--events`): events, or cohort users.
     #[serde(default = "default_events")]
     pub events: u64,
     /// Partitions of the events topic.
@@ -65,6 +73,12 @@ pub struct Scenario {
 
 fn default_events() -> u64 {
     10_000_000
+}
+fn default_load() -> String {
+    "events".into()
+}
+fn default_chunk_size() -> u64 {
+    10_000
 }
 fn default_partitions() -> i32 {
     4
@@ -408,6 +422,16 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     let sc: Scenario = toml::from_str(&text)
         .map_err(|e| RunError(format!("{}: {e}", dir.join("scenario.toml").display())))?;
     let events = args.events.unwrap_or(sc.events);
+    let cohort_chunk_size = match sc.load.as_str() {
+        "events" => None,
+        "cohort" => Some(sc.chunk_size.max(1)),
+        other => {
+            return Err(RunError(format!(
+                "{}: load = {other:?}: expected \"events\" or \"cohort\"",
+                dir.join("scenario.toml").display()
+            )))
+        }
+    };
     let ids: IdSource = args
         .id
         .as_deref()
@@ -463,7 +487,12 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     );
 
     // Backlog.
-    eprintln!("perf: producing {events} events ...");
+    let unit = if cohort_chunk_size.is_some() {
+        "cohort users"
+    } else {
+        "events"
+    };
+    eprintln!("perf: producing {events} {unit} ...");
     let load = produce(LoadSpec {
         bootstrap: args.bootstrap.clone(),
         topic: topic.clone(),
@@ -472,10 +501,11 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         count: events,
         rate: None,
         compression: sc.compression.clone(),
+        cohort_chunk_size,
     })
     .await?;
     eprintln!(
-        "perf: produced {} events in {:.1} s ({:.0}/s)",
+        "perf: produced {} messages in {:.1} s ({:.0}/s)",
         load.acked, load.seconds, load.events_per_second
     );
 
@@ -529,7 +559,15 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     };
     eprintln!("perf: pipeline: {}", commands.join(" | "));
 
-    let expected = expected_counts(&sc.destinations, 0, events);
+    let expected = match cohort_chunk_size {
+        // Every destination gets every user of the change once.
+        Some(_) => sc
+            .destinations
+            .iter()
+            .map(|d| (d.path.clone(), events))
+            .collect(),
+        None => expected_counts(&sc.destinations, 0, events),
+    };
     let total_expected: u64 = expected.values().sum();
     let drained = wait_for(
         &sink,
@@ -558,7 +596,10 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     }
 
     // Latency at a fixed rate.
-    let latency_seconds = args.latency_seconds.unwrap_or(sc.latency_seconds);
+    let latency_seconds = match cohort_chunk_size {
+        Some(_) => 0.0,
+        None => args.latency_seconds.unwrap_or(sc.latency_seconds),
+    };
     let mut latency = json!(null);
     let mut latency_expected = HashMap::new();
     if drained.is_ok() && latency_seconds > 0.0 {
@@ -579,6 +620,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             count,
             rate: Some(rate),
             compression: sc.compression.clone(),
+            cohort_chunk_size: None,
         })
         .await?;
         latency_expected = expected_counts(&sc.destinations, 0, events + count);
@@ -629,7 +671,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
     };
     let s = sink.summary(&final_expected);
     let mut first_missing = serde_json::Map::new();
-    if ids == IdSource::Seq && s["missing"].as_u64().unwrap_or(0) > 0 {
+    if matches!(ids, IdSource::Seq(_)) && s["missing"].as_u64().unwrap_or(0) > 0 {
         for d in &sc.destinations {
             let m = sink.first_missing(&d.path, total_events, &|q| d.wants(q), 10);
             if !m.is_empty() {
@@ -666,6 +708,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         "pipeline": commands,
         "processes": args.processes,
         "events": events,
+        "load": sc.load,
         "partitions": sc.partitions,
         "id_source": args.id.as_deref().unwrap_or(&sc.id),
         "produced": {
@@ -730,8 +773,13 @@ fn print_summary(s: &serde_json::Value) {
         s["loadavg_start"].as_str().unwrap_or(""),
         s["loadavg_end"].as_str().unwrap_or("")
     );
+    let (unit, message) = if s["load"] == "cohort" {
+        ("cohort users", "chunk")
+    } else {
+        ("events", "event")
+    };
     println!(
-        "backlog         {} events, {} partitions, produced at {:.0} events/s (mean {:.0} B/event)",
+        "backlog         {} {unit}, {} partitions, produced at {:.0} {message}s/s (mean {:.0} B/{message})",
         s["events"],
         s["partitions"],
         f(&s["produced"]["events_per_s"]),
@@ -745,7 +793,7 @@ fn print_summary(s: &serde_json::Value) {
         f(&d["seconds_from_pipeline_start"])
     );
     println!(
-        "throughput      {:.0} deliveries/s, {:.0} events/s",
+        "throughput      {:.0} deliveries/s, {:.0} {unit}/s",
         f(&d["deliveries_per_s"]),
         f(&d["events_per_s"])
     );
@@ -853,12 +901,17 @@ mod tests {
             assert!(!sc.destinations.is_empty(), "{}", p.display());
             sc.id.parse::<IdSource>().unwrap();
             assert!(
+                ["events", "cohort"].contains(&sc.load.as_str()),
+                "{}",
+                p.display()
+            );
+            assert!(
                 e.path().join(&sc.config).is_file(),
                 "{}: config template",
                 p.display()
             );
             n += 1;
         }
-        assert!(n >= 4, "{n} scenarios");
+        assert!(n >= 5, "{n} scenarios");
     }
 }

@@ -277,6 +277,41 @@ pub fn event(run: &str, seq: u64, now_ms: u64, out: &mut String) {
     );
 }
 
+/// Writes chunk `chunk_index` of one cohort change in which `users` users (`user-<n>`, n from 0)
+/// enter cohort `perf-<run>`, cut into chunks of `chunk_size` users: the computed-change chunk
+/// format of docs/cohorts.md. Returns the change id (the Kafka key).
+pub fn cohort_chunk(
+    run: &str,
+    users: u64,
+    chunk_size: u64,
+    chunk_index: u64,
+    now_ms: u64,
+    out: &mut String,
+) -> String {
+    out.clear();
+    let chunk_count = users.div_ceil(chunk_size).max(1);
+    let change_id = format!("perf-{run}-change");
+    let _ = write!(
+        out,
+        "{{\"cohort_id\":\"perf-{run}\",\"cohort_name\":\"Perf cohort {run}\",\"computed_time\":\"{}\",\"change_id\":\"{change_id}\",\"chunk_index\":{chunk_index},\"chunk_count\":{chunk_count},\"chunk_size\":{chunk_size},\"entered_count\":{users},\"exited_count\":0,\"entered\":[",
+        now_ms / 1000
+    );
+    let first = chunk_index * chunk_size;
+    let last = (first + chunk_size).min(users);
+    for n in first..last {
+        if n > first {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"user_id\":\"user-{n:07}\",\"user_properties\":{{\"plan\":\"{}\"}}}}",
+            plan_of(n)
+        );
+    }
+    out.push_str("],\"exited\":[]}");
+    change_id
+}
+
 /// A seed-sized (~400 bytes) event shaped like the one in Amplitude's webhook docs, for benches.
 pub fn seed_event() -> &'static str {
     r#"{"insert_id":"5f0adeff-6668-4427-8d02-57d803a2b841","event_type":"click event","user_id":"some user id","device_id":"C8F9E604-F01A-4BD9-95C6-8E5357DF265D","event_time":"2022-10-24 20:07:32.123","event_properties":{"plan":"pro","button":"signup"},"user_properties":{"email":"some@email.com","plan":"pro"},"groups":{"company":"acme"},"country":"United States","platform":"iOS","app":187520,"uuid":"e3f2a1b4-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}"#
@@ -328,6 +363,24 @@ mod tests {
             seen.insert(event_type_of(seq));
         }
         assert_eq!(seen.len(), EVENT_TYPES.len());
+    }
+
+    #[test]
+    fn cohort_chunks_follow_the_layout() {
+        let mut s = String::new();
+        let mut seen = 0;
+        for i in 0..3 {
+            let key = cohort_chunk("r", 2500, 1000, i, 1_700_000_000_000, &mut s);
+            assert_eq!(key, "perf-r-change");
+            let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+            assert_eq!(v["chunk_count"], 3);
+            assert_eq!(v["computed_time"], "1700000000");
+            let entered = v["entered"].as_array().unwrap();
+            assert_eq!(entered.len(), [1000, 1000, 500][i as usize]);
+            assert_eq!(entered[0]["user_id"], format!("user-{:07}", i * 1000));
+            seen += entered.len();
+        }
+        assert_eq!(seen, 2500);
     }
 
     #[test]

@@ -118,16 +118,19 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     /// `compression.type` (none, lz4, zstd, ...).
     pub compression: String,
+    /// `Some(n)`: produce one cohort change of `count` entering users in chunks of `n` users
+    /// ([`crate::gen::cohort_chunk`]) instead of `count` events.
+    pub cohort_chunk_size: Option<u64>,
 }
 
 /// What the load generator achieved.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
-    /// Events acknowledged by the broker.
+    /// Messages acknowledged by the broker (events, or cohort chunks).
     pub acked: u64,
     /// Events the broker refused (must be 0).
     pub failed: u64,
-    /// Bytes of event JSON produced (before compression).
+    /// Bytes of JSON produced (before compression).
     pub bytes: u64,
     /// Wall time from the first send to the last acknowledgement.
     pub seconds: f64,
@@ -181,9 +184,13 @@ pub fn produce(spec: &LoadSpec) -> Result<LoadReport, String> {
     let mut buf = String::with_capacity(2048);
     let mut bytes = 0u64;
     let mut now_ms = crate::sink::now_ms();
-    for i in 0..spec.count {
+    let messages = match spec.cohort_chunk_size {
+        Some(size) => spec.count.div_ceil(size.max(1)),
+        None => spec.count,
+    };
+    for i in 0..messages {
         if let Some(rate) = spec.rate {
-            // Pace: event i is due at start + i / rate.
+            // Pace: message i is due at start + i / rate.
             let due = Duration::from_secs_f64(i as f64 / rate);
             let elapsed = start.elapsed();
             if due > elapsed {
@@ -194,11 +201,18 @@ pub fn produce(spec: &LoadSpec) -> Result<LoadReport, String> {
             now_ms = crate::sink::now_ms();
         }
         let seq = spec.start_seq + i;
-        crate::gen::event(&spec.run, seq, now_ms, &mut buf);
+        let key = match spec.cohort_chunk_size {
+            Some(size) => {
+                crate::gen::cohort_chunk(&spec.run, spec.count, size.max(1), i, now_ms, &mut buf)
+            }
+            None => {
+                crate::gen::event(&spec.run, seq, now_ms, &mut buf);
+                let key_start = buf.find("\"user_id\":\"").map_or(0, |p| p + 11);
+                let key_end = key_start + buf[key_start..].find('"').unwrap_or(0);
+                buf[key_start..key_end].to_string()
+            }
+        };
         bytes += buf.len() as u64;
-        let key_start = buf.find("\"user_id\":\"").map_or(0, |p| p + 11);
-        let key_end = key_start + buf[key_start..].find('"').unwrap_or(0);
-        let key = buf[key_start..key_end].to_string();
         let mut record = BaseRecord::to(&spec.topic)
             .payload(buf.as_str())
             .key(key.as_str());
@@ -212,13 +226,13 @@ pub fn produce(spec: &LoadSpec) -> Result<LoadReport, String> {
                     waited += Duration::from_millis(2);
                     if waited > Duration::from_secs(120) {
                         return Err(format!(
-                            "topic {}: producer queue full for 120 s at seq {seq}",
+                            "topic {}: producer queue full for 120 s at message {i}",
                             spec.topic
                         ));
                     }
                 }
                 Err((e, _)) => {
-                    return Err(format!("topic {}: producing seq {seq}: {e}", spec.topic))
+                    return Err(format!("topic {}: producing message {i}: {e}", spec.topic))
                 }
             }
         }

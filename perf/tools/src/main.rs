@@ -59,6 +59,10 @@ enum Cmd {
         /// compression.type: none, lz4, zstd, snappy, gzip.
         #[arg(long, default_value = "lz4")]
         compression: String,
+        /// Produce one cohort change of --events entering users in chunks of this many users
+        /// instead of events.
+        #[arg(long)]
+        cohort_chunk_size: Option<u64>,
     },
     /// Serve the counting sink until SIGINT/SIGTERM (or until --expect unique ids arrived), then
     /// print the JSON summary. GET /summary serves it while running.
@@ -66,7 +70,7 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: std::net::SocketAddr,
-        /// `seq` (insert_id) or `header:NAME`.
+        /// `seq` (= json:insert_id), `json:KEY` or `header:NAME`.
         #[arg(long, default_value = "seq")]
         id: String,
         /// Unique deliveries expected (over all paths); exit once they arrived.
@@ -142,6 +146,7 @@ fn main() {
             rate,
             run,
             compression,
+            cohort_chunk_size,
         } => runtime(1)
             .block_on(kafka::create_topic(&bootstrap, &topic, partitions))
             .and_then(|()| {
@@ -153,6 +158,7 @@ fn main() {
                     count: events,
                     rate,
                     compression,
+                    cohort_chunk_size,
                 })
             })
             .map(|r| {

@@ -28,9 +28,10 @@ use tokio::net::TcpListener;
 /// Where a delivery's id comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdSource {
-    /// The sequence number at the end of every `insert_id` in the body (`"<run>-<seq>"`); a body
-    /// holding a JSON array of events counts each of them.
-    Seq,
+    /// The sequence number at the end of every string value of this JSON key in the body
+    /// (`insert_id = "<run>-<seq>"` for events, `user_id = "user-<n>"` for cohort batches); a
+    /// body holding several (a JSON array of events, a batch of users) counts each of them.
+    Seq(String),
     /// An opaque id in this request header (e.g. `x-hookpipe-delivery-id`): one per request.
     Header(String),
 }
@@ -39,12 +40,13 @@ impl std::str::FromStr for IdSource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
-            None if s == "seq" => Ok(IdSource::Seq),
+            None if s == "seq" => Ok(IdSource::Seq("insert_id".into())),
+            Some(("json", key)) if !key.is_empty() => Ok(IdSource::Seq(key.to_string())),
             Some(("header", name)) if !name.is_empty() => {
                 Ok(IdSource::Header(name.to_ascii_lowercase()))
             }
             _ => Err(format!(
-                "id source {s:?}: expected `seq` or `header:NAME` (e.g. header:x-hookpipe-delivery-id)"
+                "id source {s:?}: expected `seq` (= json:insert_id), `json:KEY` or `header:NAME` (e.g. header:x-hookpipe-delivery-id)"
             )),
         }
     }
@@ -292,7 +294,7 @@ impl Sink {
                 .headers()
                 .get(name.as_str())
                 .map(|v| v.as_bytes().to_vec()),
-            IdSource::Seq => None,
+            IdSource::Seq(_) => None,
         };
         let body = req.into_body().collect().await?.to_bytes();
         let received = now_ms();
@@ -331,9 +333,9 @@ impl Sink {
             None => st.paths.entry(path).or_default(),
         };
         match ids {
-            IdSource::Seq => {
+            IdSource::Seq(key) => {
                 let mut any = false;
-                for id in string_values(&body, b"insert_id") {
+                for id in string_values(&body, key.as_bytes()) {
                     any = true;
                     tally.delivered += 1;
                     match seq_of(id) {
@@ -492,6 +494,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_id_sources() {
+        assert_eq!("seq".parse(), Ok(IdSource::Seq("insert_id".into())));
+        assert_eq!("json:user_id".parse(), Ok(IdSource::Seq("user_id".into())));
+        assert_eq!(
+            "header:X-Hookpipe-Delivery-Id".parse(),
+            Ok(IdSource::Header("x-hookpipe-delivery-id".into()))
+        );
+        assert!("json:".parse::<IdSource>().is_err());
+        assert!("bogus".parse::<IdSource>().is_err());
+    }
+
+    #[test]
     fn digests_uuids_exactly_and_other_ids_by_hash() {
         assert_eq!(
             digest(b"00000000-0000-0000-0000-00000000000a"),
@@ -517,7 +531,7 @@ mod tests {
     async fn counts_accepted_deliveries_and_injects_500s() {
         let sink = Sink::start(
             "127.0.0.1:0".parse().unwrap(),
-            IdSource::Seq,
+            IdSource::Seq("insert_id".into()),
             Faults::default(),
         )
         .await
