@@ -591,6 +591,8 @@ fn regressions_dir() -> PathBuf {
 
 /// Every case under `tests/it/regressions/`: a bug the differential test once found, with the
 /// reference engine's verdict (`expected.txt` bytes, or `expected.error`: any error will do).
+/// A case holding a `known-difference` file pins a difference docs/templates.md documents: it is
+/// run and reported, but does not fail the test while hookpipe still differs.
 #[test]
 fn regressions() {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
@@ -601,6 +603,7 @@ fn regressions() {
     dirs.sort();
     assert!(!dirs.is_empty(), "no regression cases found");
     let mut failures = Vec::new();
+    let mut known = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let template = std::fs::read_to_string(dir.join("template.ftl"))
@@ -616,12 +619,24 @@ fn regressions() {
         };
         let actual = run_engine(&template, &input);
         if let Some(kind) = compare(&expected, &actual) {
-            failures.push(format!(
+            let list = if dir.join("known-difference").is_file() {
+                &mut known
+            } else {
+                &mut failures
+            };
+            list.push(format!(
                 "{name}: {kind:?}\n  freemarker: {}\n  hookpipe:   {}",
                 expected.show(),
                 actual.show()
             ));
         }
+    }
+    if !known.is_empty() {
+        eprintln!(
+            "regressions: {} documented differences still differ:\n{}",
+            known.len(),
+            known.join("\n")
+        );
     }
     assert!(
         failures.is_empty(),
