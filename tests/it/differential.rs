@@ -359,8 +359,7 @@ fn minimise(oracle: &mut Oracle, case: &Case, kind: Kind) -> (String, Json) {
 fn split_chunks(t: &str) -> Vec<String> {
     let mut chunks = Vec::new();
     let mut cur = String::new();
-    let mut chars = t.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in t.char_indices() {
         let rest = &t[i..];
         if !cur.is_empty()
             && (rest.starts_with("<#")

@@ -1121,7 +1121,7 @@ impl Gen<'_> {
             .collect();
         match self.rng.u8(..4) {
             0 | 1 if !all.is_empty() => self.pick(&all).clone(),
-            0 | 1 | 2 => {
+            0..=2 => {
                 let ty = *self.pick(&[Ty::Str, Ty::Num]);
                 let items: Vec<String> = (0..self.rng.usize(..4)).map(|_| self.leaf(ty)).collect();
                 format!("[{}]", items.join(", "))
@@ -1163,14 +1163,13 @@ impl Gen<'_> {
     }
 
     fn date_value(&mut self) -> String {
-        let src = match self.rng.u8(..5) {
+        match self.rng.u8(..5) {
             0 => "input.event_time?datetime(\"yyyy-MM-dd HH:mm:ss.SSS\")".to_string(),
             1 => "input.event_time?datetime(\"yyyy-MM-dd HH:mm:ss\")".to_string(),
             2 => "\"2022-02-28\"?date(\"yyyy-MM-dd\")".to_string(),
             3 => "1646078821795?number_to_datetime".to_string(),
             _ => "\"2022-02-28T20:07:01.795Z\"?datetime.iso".to_string(),
-        };
-        src
+        }
     }
 
     fn date_str(&mut self) -> String {
@@ -1237,7 +1236,8 @@ impl Gen<'_> {
             if self.rng.u8(..5) == 0 {
                 s.push_str(self.nl);
             } else {
-                s.push_str(*self.pick(&pieces));
+                let piece = pieces[self.rng.usize(..pieces.len())];
+                s.push_str(piece);
             }
         }
         // Never end where the next block could complete a `${`, `#{` or `<#`.
@@ -1356,7 +1356,7 @@ impl Gen<'_> {
             let body = if self.rng.bool() {
                 format!("{nl}{indent}{indent}{{\"user_id\": \"${{u.user_id}}\", \"city\": \"${{(u.user_properties.city)!\"\"}}\"}}<#sep>,</#sep>{nl}{indent}")
             } else {
-                format!(" {{\"user_id\": \"${{u.user_id?json_string}}\"}} <#if u_has_next>,</#if>")
+                " {\"user_id\": \"${u.user_id?json_string}\"} <#if u_has_next>,</#if>".to_string()
             };
             format!(",{nl}{indent}\"users\": [{nl}{indent}<#list input.users{iter} as u>{body}</#list>{nl}{indent}]")
         } else {
