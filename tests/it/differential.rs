@@ -20,6 +20,11 @@
 //!   to inspect what the generator produces.
 //! - `HOOKPIPE_FTL_ORACLE=PATH`: the oracle script (default `<manifest>/../shared/tools/ftl-oracle/ftl-oracle`).
 //!
+//! Without the `bignum` feature, a case where hookpipe fails on its documented 128-bit number
+//! limit (Long-sized inputs multiplied together) is counted apart and does not fail the run. If
+//! the JVM dies on a case (an `OutOfMemoryError` its batch loop does not catch), the case is
+//! counted as not comparable and the oracle restarted.
+//!
 //! Mismatches are also written, minimised, with the oracle's expected result, to
 //! `<target>/tmp/difftest/` in the regression-case layout, ready to be named and moved.
 
@@ -359,8 +364,7 @@ fn minimise(oracle: &mut Oracle, case: &Case, kind: Kind) -> (String, Json) {
 fn split_chunks(t: &str) -> Vec<String> {
     let mut chunks = Vec::new();
     let mut cur = String::new();
-    let mut chars = t.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in t.char_indices() {
         let rest = &t[i..];
         if !cur.is_empty()
             && (rest.starts_with("<#")
@@ -402,6 +406,11 @@ fn write_case(dir: &Path, template: &str, input: &Json, expected: &Outcome, actu
     std::fs::write(dir.join("hookpipe.txt"), actual.show()).expect("write actual");
 }
 
+/// Whether hookpipe failed on its documented 128-bit number limit (docs/templates.md).
+fn is_documented_overflow(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Error(e) if e.contains("beyond hookpipe's 128-bit"))
+}
+
 #[derive(Default)]
 struct Tally {
     cases: u64,
@@ -433,6 +442,8 @@ fn run_cases(
     let mut by_feature: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut r = RunReport::default();
     let mut skipped = 0u64;
+    let mut oracle_deaths = 0u64;
+    let mut documented = 0u64;
     let mut shown = 0u64;
     let mut panics: BTreeSet<String> = BTreeSet::new();
     for i in 0..cases {
@@ -445,7 +456,15 @@ fn run_cases(
                 skipped += 1;
                 continue;
             }
-            Err(e) => panic!("case seed {case_seed}: {e}"),
+            Err(e) => {
+                // The JVM died or hung (e.g. OutOfMemoryError serialising an unbounded range,
+                // which its batch loop does not catch): no verdict, so restart it and move on.
+                eprintln!("differential: case seed {case_seed}: {e}; restarting the oracle");
+                oracle_deaths += 1;
+                skipped += 1;
+                *oracle = Oracle::spawn().unwrap_or_else(|e| panic!("{e}"));
+                continue;
+            }
         };
         if matches!(expected, Outcome::Error(_)) {
             r.oracle_errors += 1;
@@ -460,7 +479,13 @@ fn run_cases(
             writeln!(d, "{line}").expect("write HOOKPIPE_DIFF_DUMP");
         }
         let actual = run_engine(&case.template, &input);
-        let kind = compare(&expected, &actual);
+        let mut kind = compare(&expected, &actual);
+        if kind.is_some() && !features.has("bignum") && is_documented_overflow(&actual) {
+            // Long-sized inputs multiplied or divided can exceed hookpipe's documented 128-bit
+            // limit; counted apart, so only the `bignum` feature makes them fail the run.
+            documented += 1;
+            kind = None;
+        }
         for f in &case.features {
             let t = by_feature.entry(f).or_default();
             t.cases += 1;
@@ -504,8 +529,10 @@ fn run_cases(
     r.mismatches = by_kind.values().sum();
     let enabled: Vec<&str> = features.names().collect();
     r.summary = format!(
-        "differential: features {}; seed {seed}, {cases} cases ({skipped} not comparable), {} \
-         FreeMarker errors, {} mismatches {by_kind:?}\nper feature (cases / mismatches):\n",
+        "differential: features {}; seed {seed}, {cases} cases ({skipped} not comparable, \
+         {oracle_deaths} of them killed the oracle), {} FreeMarker errors, {} mismatches \
+         {by_kind:?}, {documented} hit the documented 128-bit number limit\n\
+         per feature (cases / mismatches):\n",
         enabled.join(","),
         r.oracle_errors,
         r.mismatches,
@@ -591,6 +618,8 @@ fn regressions_dir() -> PathBuf {
 
 /// Every case under `tests/it/regressions/`: a bug the differential test once found, with the
 /// reference engine's verdict (`expected.txt` bytes, or `expected.error`: any error will do).
+/// A case holding a `known-difference` file pins a difference docs/templates.md documents: it is
+/// run and reported, but does not fail the test while hookpipe still differs.
 #[test]
 fn regressions() {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
@@ -601,6 +630,7 @@ fn regressions() {
     dirs.sort();
     assert!(!dirs.is_empty(), "no regression cases found");
     let mut failures = Vec::new();
+    let mut known = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let template = std::fs::read_to_string(dir.join("template.ftl"))
@@ -616,12 +646,24 @@ fn regressions() {
         };
         let actual = run_engine(&template, &input);
         if let Some(kind) = compare(&expected, &actual) {
-            failures.push(format!(
+            let list = if dir.join("known-difference").is_file() {
+                &mut known
+            } else {
+                &mut failures
+            };
+            list.push(format!(
                 "{name}: {kind:?}\n  freemarker: {}\n  hookpipe:   {}",
                 expected.show(),
                 actual.show()
             ));
         }
+    }
+    if !known.is_empty() {
+        eprintln!(
+            "regressions: {} documented differences still differ:\n{}",
+            known.len(),
+            known.join("\n")
+        );
     }
     assert!(
         failures.is_empty(),

@@ -742,7 +742,7 @@ impl Gen<'_> {
     }
 
     fn str_expr(&mut self) -> String {
-        let options = 14;
+        let options = 15;
         for _ in 0..8 {
             let choice = self.rng.u8(..options);
             let r = match choice {
@@ -844,6 +844,11 @@ impl Gen<'_> {
                     Some(self.function_call())
                 }
                 13 if self.on("errors", 15) => Some(self.bad_expr()),
+                14 if self.on("seqs", 60) => {
+                    let s = self.scalar_seq();
+                    let bi = self.pick(&["first", "last"]);
+                    Some(format!("({s}?{bi})!\"none\""))
+                }
                 _ => None,
             };
             if let Some(r) = r {
@@ -937,6 +942,10 @@ impl Gen<'_> {
     fn bool_expr(&mut self) -> String {
         for _ in 0..8 {
             let r = match self.rng.u8(..12) {
+                0 if self.on("strings", 20) => {
+                    let s = self.pick(&["'true'", "'false'", "input.flag?c", "'yes'"]);
+                    Some(format!("{s}?boolean"))
+                }
                 0 => Some(self.leaf(Ty::Bool)),
                 1 | 2 if self.on("arith", 80) => {
                     let ty = *self.pick(&[Ty::Num, Ty::Num, Ty::Str]);
@@ -1034,7 +1043,26 @@ impl Gen<'_> {
     fn seq_expr(&mut self) -> String {
         for _ in 0..8 {
             let r = match self.rng.u8(..10) {
-                0 | 1 => Some(self.leaf(Ty::Seq)),
+                0 => Some(self.leaf(Ty::Seq)),
+                1 if self.on("seqs", 30) => {
+                    let users: Vec<String> = self
+                        .paths()
+                        .into_iter()
+                        .filter(|(_, s)| match s {
+                            Shape::Json(Json::Arr(items)) => {
+                                !items.is_empty()
+                                    && items.iter().all(|v| matches!(v, Json::Obj(e) if e.iter().any(|(k, _)| k == "user_id")))
+                            }
+                            _ => false,
+                        })
+                        .map(|(p, _)| p)
+                        .collect();
+                    (!users.is_empty()).then(|| {
+                        let p = self.pick(&users).clone();
+                        let key = self.pick(&["'user_id'", "['user_properties', 'city']"]);
+                        format!("{p}?sort_by({key})")
+                    })
+                }
                 2 if self.on("seqs", 80) => {
                     let n = 1 + self.rng.usize(..4);
                     let items: Vec<String> = (0..n)
@@ -1121,7 +1149,7 @@ impl Gen<'_> {
             .collect();
         match self.rng.u8(..4) {
             0 | 1 if !all.is_empty() => self.pick(&all).clone(),
-            0 | 1 | 2 => {
+            0..=2 => {
                 let ty = *self.pick(&[Ty::Str, Ty::Num]);
                 let items: Vec<String> = (0..self.rng.usize(..4)).map(|_| self.leaf(ty)).collect();
                 format!("[{}]", items.join(", "))
@@ -1163,14 +1191,13 @@ impl Gen<'_> {
     }
 
     fn date_value(&mut self) -> String {
-        let src = match self.rng.u8(..5) {
+        match self.rng.u8(..5) {
             0 => "input.event_time?datetime(\"yyyy-MM-dd HH:mm:ss.SSS\")".to_string(),
             1 => "input.event_time?datetime(\"yyyy-MM-dd HH:mm:ss\")".to_string(),
             2 => "\"2022-02-28\"?date(\"yyyy-MM-dd\")".to_string(),
             3 => "1646078821795?number_to_datetime".to_string(),
             _ => "\"2022-02-28T20:07:01.795Z\"?datetime.iso".to_string(),
-        };
-        src
+        }
     }
 
     fn date_str(&mut self) -> String {
@@ -1237,7 +1264,8 @@ impl Gen<'_> {
             if self.rng.u8(..5) == 0 {
                 s.push_str(self.nl);
             } else {
-                s.push_str(*self.pick(&pieces));
+                let piece = pieces[self.rng.usize(..pieces.len())];
+                s.push_str(piece);
             }
         }
         // Never end where the next block could complete a `${`, `#{` or `<#`.
@@ -1356,7 +1384,7 @@ impl Gen<'_> {
             let body = if self.rng.bool() {
                 format!("{nl}{indent}{indent}{{\"user_id\": \"${{u.user_id}}\", \"city\": \"${{(u.user_properties.city)!\"\"}}\"}}<#sep>,</#sep>{nl}{indent}")
             } else {
-                format!(" {{\"user_id\": \"${{u.user_id?json_string}}\"}} <#if u_has_next>,</#if>")
+                " {\"user_id\": \"${u.user_id?json_string}\"} <#if u_has_next>,</#if>".to_string()
             };
             format!(",{nl}{indent}\"users\": [{nl}{indent}<#list input.users{iter} as u>{body}</#list>{nl}{indent}]")
         } else {

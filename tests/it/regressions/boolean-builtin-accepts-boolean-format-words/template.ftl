@@ -1,0 +1,1 @@
+<#setting boolean_format="yes,no">${"yes"?boolean?c} ${"no"?boolean?c} ${"true"?boolean?c}

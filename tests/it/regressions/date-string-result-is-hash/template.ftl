@@ -1,0 +1,1 @@
+${"2022-02-28T20:07:01.795Z"?datetime.iso?date?string?is_hash?c} ${"2022-02-28T20:07:01.795Z"?datetime.iso?string?is_string?c}

@@ -1,0 +1,1 @@
+<#assign v = 'a'><#assign v++>

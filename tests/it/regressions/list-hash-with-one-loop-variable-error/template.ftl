@@ -1,0 +1,1 @@
+<#list input.props><#items as x>${x}</#items></#list>

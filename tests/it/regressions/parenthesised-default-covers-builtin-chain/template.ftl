@@ -1,0 +1,1 @@
+${(input.no_such_key?split(",")?last)!"none"}|${(undefined_var?upper_case)!"d"}|${(input.a.b?length)!0}

@@ -1,0 +1,1 @@
+<#if false><#if !-1?is_hash></#if></#if>

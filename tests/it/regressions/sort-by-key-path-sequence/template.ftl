@@ -1,0 +1,1 @@
+<#list input.users?sort_by(['user_properties', 'city']) as u>${u.user_id};</#list>

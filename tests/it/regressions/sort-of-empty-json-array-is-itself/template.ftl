@@ -1,0 +1,1 @@
+${input.nums?is_hash?c} ${input.nums?sort?is_hash?c} ${input.one?sort?is_hash?c} ${input.two?sort?is_hash?c} ${[]?sort?is_hash?c}
