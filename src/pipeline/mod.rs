@@ -230,6 +230,9 @@ pub async fn run(
 
     info!(timeout = ?config.pipeline.drain_timeout, "shutting down: draining in-flight deliveries");
     drop(senders);
+    // One deadline for the whole shutdown: the tier consumers drain concurrently (they watch
+    // the same token) and get what is left of it.
+    let drain_started = tokio::time::Instant::now();
     let abandoned = source.drain(config.pipeline.drain_timeout).await;
     source.commit_settled(rdkafka::consumer::CommitMode::Sync);
     if abandoned > 0 {
@@ -243,7 +246,12 @@ pub async fn run(
     }
     source.close();
     if let Some(tasks) = retry_tasks {
-        for problem in tasks.join(config.pipeline.drain_timeout).await {
+        let left = config
+            .pipeline
+            .drain_timeout
+            .saturating_sub(drain_started.elapsed())
+            .max(Duration::from_secs(1));
+        for problem in tasks.join(left).await {
             warn!(%problem, "retry tier shutdown");
         }
     }
