@@ -42,12 +42,13 @@ pub fn summary(c: &config::Config) -> String {
         ));
     }
     s.push_str(&format!(
-        "\n  kafka: {} group {:?}, {} extra setting(s)\n  topics: events {:?}, identify {:?}, dead letters {:?}\n  pipeline: {} workers, {} in flight ({} per destination), drain {:?}",
+        "\n  kafka: {} group {:?}, {} extra setting(s)\n  topics: events {:?}, identify {:?}, cohort changes {:?}, dead letters {:?}\n  pipeline: {} workers, {} in flight ({} per destination), drain {:?}",
         c.kafka.bootstrap_servers,
         c.kafka.group_id,
         c.kafka.settings.len(),
         c.topics.events,
         c.topics.identify,
+        c.topics.cohort_changes,
         c.topics.dead_letter,
         c.pipeline.workers,
         c.pipeline.max_in_flight,
@@ -89,6 +90,22 @@ pub fn summary(c: &config::Config) -> String {
                     "templated"
                 } else {
                     "as-is"
+                }
+            ));
+        }
+        if let Some(co) = &d.cohorts {
+            let which = match &co.cohorts {
+                crate::cohort::config::CohortFilter::All => "all cohorts".to_string(),
+                crate::cohort::config::CohortFilter::Only(ids) => format!("cohorts {ids:?}"),
+            };
+            s.push_str(&format!(
+                "\n    cohorts: {which}, batches of {}, request timeout {:?}, {} payload",
+                co.batch_size.get(),
+                co.request_timeout,
+                if co.template.is_some() {
+                    "templated"
+                } else {
+                    "default"
                 }
             ));
         }

@@ -1,9 +1,8 @@
 //! A destination's cohort settings (`[destinations.cohorts]`), parsed here and validated once
-//! into [`CohortSettings`], which the pipeline trusts. The pipeline's config embeds
-//! [`RawCohortSettings`] and calls [`RawCohortSettings::validate`]; compiling the template stays
-//! with the pipeline, which compiles every template at load.
+//! into [`CohortSettings`], which the pipeline trusts. The config module embeds
+//! [`RawCohortSettings`] and calls [`RawCohortSettings::validate`]; reading and compiling the
+//! template stays with the config module, which compiles every template at load the same way.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,7 +26,7 @@ pub struct RawCohortSettings {
     /// Timeout of one HTTP try, such as `2s` (default 2 s, see [`super::DEFAULT_REQUEST_TIMEOUT`]).
     pub request_timeout: Option<String>,
     /// Template file, relative to the config file; absent: the default payload.
-    pub template: Option<PathBuf>,
+    pub template: Option<String>,
     /// Template text, as an alternative to `template`.
     pub template_inline: Option<String>,
 }
@@ -51,15 +50,6 @@ impl CohortFilter {
                 .is_ok(),
         }
     }
-}
-
-/// Where a cohort template comes from (compiled by the pipeline at load).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplateSource {
-    /// A file path, relative to the config file as written.
-    File(PathBuf),
-    /// Inline template text.
-    Inline(String),
 }
 
 /// A membership aggregation window: its length divides a day, so windows of every destination
@@ -141,8 +131,6 @@ pub struct CohortSettings {
     pub window: Window,
     /// Timeout of one HTTP try of a cohort delivery.
     pub request_timeout: Duration,
-    /// The payload template; `None`: the default payload.
-    pub template: Option<TemplateSource>,
 }
 
 impl Default for CohortSettings {
@@ -153,32 +141,36 @@ impl Default for CohortSettings {
             batch_size: BatchSize::DEFAULT,
             window: Window::HOURLY,
             request_timeout: super::DEFAULT_REQUEST_TIMEOUT,
-            template: None,
         }
     }
 }
 
 impl RawCohortSettings {
-    /// Validates the section found at `path` (such as `destinations[1] "braze".cohorts`). Every
-    /// problem is pushed to `problems`, prefixed with its path; `None` when there was any.
-    pub fn validate(self, path: &str, problems: &mut Vec<String>) -> Option<CohortSettings> {
+    /// Validates the section found at `path` (such as `destinations[1] "braze".cohorts`), all
+    /// but its template (`template`/`template_inline`, compiled by the config module). Every
+    /// problem is pushed to `problems` as (path, message); `None` when there was any.
+    pub fn validate(
+        &self,
+        path: &str,
+        problems: &mut Vec<(String, String)>,
+    ) -> Option<CohortSettings> {
         let before = problems.len();
         let d = CohortSettings::default();
         let mut cohorts = Vec::with_capacity(self.cohort_ids.len());
-        for (i, id) in self.cohort_ids.into_iter().enumerate() {
+        for (i, id) in self.cohort_ids.iter().enumerate() {
             if id.trim().is_empty() {
-                problems.push(format!("{path}.cohort_ids[{i}]: empty cohort id"));
+                problems.push((format!("{path}.cohort_ids[{i}]"), "empty cohort id".into()));
             }
-            cohorts.push(id);
+            cohorts.push(id.clone());
         }
         cohorts.sort();
         cohorts.dedup();
         let batch_size = match self.batch_size {
             None => d.batch_size,
             Some(n) => BatchSize::new(n).unwrap_or_else(|| {
-                problems.push(format!(
-                    "{path}.batch_size: {n}, must be from 1 to {}",
-                    BatchSize::MAX
+                problems.push((
+                    format!("{path}.batch_size"),
+                    format!("{n}, must be from 1 to {}", BatchSize::MAX),
                 ));
                 d.batch_size
             }),
@@ -187,7 +179,7 @@ impl RawCohortSettings {
             None => d.window,
             Some(Ok(w)) => w,
             Some(Err(e)) => {
-                problems.push(format!("{path}.window: {e}"));
+                problems.push((format!("{path}.window"), e));
                 d.window
             }
         };
@@ -195,26 +187,16 @@ impl RawCohortSettings {
             None => d.request_timeout,
             Some(Ok(t)) if !t.is_zero() && t <= Duration::from_secs(60) => t,
             Some(Ok(t)) => {
-                problems.push(format!(
-                    "{path}.request_timeout: {t:?}, must be more than 0 and at most 60s"
+                problems.push((
+                    format!("{path}.request_timeout"),
+                    format!("{t:?}, must be more than 0 and at most 60s"),
                 ));
                 d.request_timeout
             }
             Some(Err(e)) => {
-                problems.push(format!("{path}.request_timeout: {e}"));
+                problems.push((format!("{path}.request_timeout"), e));
                 d.request_timeout
             }
-        };
-        let template = match (self.template, self.template_inline) {
-            (Some(_), Some(_)) => {
-                problems.push(format!(
-                    "{path}: both template and template_inline are set, use one"
-                ));
-                None
-            }
-            (Some(file), None) => Some(TemplateSource::File(file)),
-            (None, Some(text)) => Some(TemplateSource::Inline(text)),
-            (None, None) => None,
         };
         (problems.len() == before).then(|| CohortSettings {
             enabled: self.enabled.unwrap_or(true),
@@ -226,7 +208,6 @@ impl RawCohortSettings {
             batch_size,
             window,
             request_timeout,
-            template,
         })
     }
 }
@@ -239,7 +220,12 @@ mod tests {
         let raw: RawCohortSettings = toml::from_str(toml_text).map_err(|e| vec![e.to_string()])?;
         let mut problems = Vec::new();
         raw.validate("destinations[0] \"d\".cohorts", &mut problems)
-            .ok_or(problems)
+            .ok_or_else(|| {
+                problems
+                    .into_iter()
+                    .map(|(path, m)| format!("{path}: {m}"))
+                    .collect()
+            })
     }
 
     #[test]
@@ -270,10 +256,6 @@ mod tests {
         assert_eq!(s.batch_size.get(), 250);
         assert_eq!(s.window.length_ms(), 900_000);
         assert_eq!(s.request_timeout, Duration::from_millis(1500));
-        assert_eq!(
-            s.template,
-            Some(TemplateSource::Inline("${input.cohort_id}".into()))
-        );
     }
 
     #[test]
@@ -284,18 +266,15 @@ mod tests {
             batch_size = 0
             window = "7m"
             request_timeout = "soon"
-            template = "a.ftl"
-            template_inline = "x"
             "#,
         )
         .unwrap_err();
         let p = "destinations[0] \"d\".cohorts";
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
         assert!(problems[0].starts_with(&format!("{p}.cohort_ids[1]: empty")));
         assert!(problems[1].starts_with(&format!("{p}.batch_size: 0")));
         assert!(problems[2].starts_with(&format!("{p}.window: \"7m\" is not a window")));
         assert!(problems[3].starts_with(&format!("{p}.request_timeout: \"soon\"")));
-        assert!(problems[4].starts_with(&format!("{p}: both template")));
     }
 
     #[test]

@@ -389,7 +389,8 @@ impl Membership {
 struct RawChunk<'a> {
     cohort_id: String,
     cohort_name: String,
-    computed_time: RawTime,
+    #[serde(borrow)]
+    computed_time: &'a RawValue,
     change_id: String,
     chunk_index: Option<u32>,
     chunk_count: Option<u32>,
@@ -420,18 +421,23 @@ struct RawMembership<'a> {
     time: i64,
 }
 
-/// `computed_time` as Amplitude sends it (a string of digits) or as a plain JSON integer.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawTime {
-    Text(String),
-    Number(u64),
-}
-
-fn computed_time(t: RawTime) -> Result<String, DecodeError> {
-    match t {
-        RawTime::Number(n) => Ok(n.to_string()),
-        RawTime::Text(s) => Ok(s),
+/// `computed_time` as Amplitude sends it (a string of digits) or as a plain JSON integer; the
+/// digits themselves are checked with the rest of the header.
+fn computed_time(raw: &RawValue) -> Result<String, DecodeError> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<String>(text).map_err(|source| DecodeError::Json {
+            what: CHUNK,
+            source,
+        })
+    } else if text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text.to_owned())
+    } else {
+        Err(invalid(
+            CHUNK,
+            "computed_time",
+            format!("{text} is not unix seconds (a string of digits or an integer)"),
+        ))
     }
 }
 

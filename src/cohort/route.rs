@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::batch::{Batch, BatchSize};
 use super::config::CohortFilter;
 use super::input::Chunk;
-use super::payload::{write_default, PayloadError, TemplateScratch};
+use super::payload::{write_default, write_template_input, PayloadError, TemplateScratch};
 use crate::deliver::{Kind, Request};
 use crate::template::{RenderState, Template};
 
@@ -25,6 +25,8 @@ pub struct CohortRoute {
     pub batch_size: BatchSize,
     /// Its template; `None`: the default payload.
     pub template: Option<Template>,
+    /// Timeout of one HTTP try of its cohort deliveries.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Per-worker rendering state for cohort payloads, reused from chunk to chunk.
@@ -42,19 +44,22 @@ pub struct Rendered {
     pub message_id: String,
     /// Users in the batch.
     pub users: usize,
-    /// The request to hand to `deliver::Client::attempt`.
+    /// The request to hand to `deliver::Client::attempt`; when the template failed, its body is
+    /// the template's input document instead (what the dead-letter record should keep).
     pub request: Request,
+    /// Why the template failed on this batch, if it did: the batch then goes to the failure
+    /// path, not to the receiver.
+    pub error: Option<PayloadError>,
 }
 
 impl Renderer {
     /// Renders every batch `chunk` yields for `route`, in batch order, calling `each` with the
-    /// result (an error names the template position; the pipeline dead-letters that batch).
-    /// Nothing is produced when the route does not sync the chunk's cohort.
+    /// result. Nothing is produced when the route does not sync the chunk's cohort.
     pub fn render_chunk(
         &mut self,
         chunk: &Chunk,
         route: &CohortRoute,
-        mut each: impl FnMut(Result<Rendered, (String, PayloadError)>),
+        mut each: impl FnMut(Rendered),
     ) {
         if !route.cohorts.matches(&chunk.header().cohort_id) {
             return;
@@ -64,26 +69,37 @@ impl Renderer {
         }
     }
 
+    /// How many deliveries [`Self::render_chunk`] will produce for `route`, without rendering.
+    pub fn count(chunk: &Chunk, route: &CohortRoute) -> usize {
+        if route.cohorts.matches(&chunk.header().cohort_id) {
+            chunk.batches(route.batch_size).len()
+        } else {
+            0
+        }
+    }
+
     /// Renders one batch for `route`.
-    pub fn render(
-        &mut self,
-        batch: &Batch<'_>,
-        route: &CohortRoute,
-    ) -> Result<Rendered, (String, PayloadError)> {
+    pub fn render(&mut self, batch: &Batch<'_>, route: &CohortRoute) -> Rendered {
         let message_id = batch.message_id().to_string();
         self.body.clear();
-        match &route.template {
-            None => write_default(batch, &mut self.body),
-            Some(t) => {
-                if let Err(e) = self
-                    .scratch
-                    .render(t, &mut self.state, batch, &mut self.body)
-                {
-                    return Err((message_id, e));
-                }
+        let error = match &route.template {
+            None => {
+                write_default(batch, &mut self.body);
+                None
             }
-        }
-        Ok(Rendered {
+            Some(t) => match self
+                .scratch
+                .render(t, &mut self.state, batch, &mut self.body)
+            {
+                Ok(()) => None,
+                Err(e) => {
+                    self.body.clear();
+                    write_template_input(batch, &mut self.body);
+                    Some(e)
+                }
+            },
+        };
+        Rendered {
             request: Request {
                 id: delivery_id(&route.destination, &message_id),
                 kind: Kind::Cohort,
@@ -91,7 +107,8 @@ impl Renderer {
             },
             users: batch.users.len(),
             message_id,
-        })
+            error,
+        }
     }
 }
 
@@ -128,13 +145,17 @@ mod tests {
             cohorts,
             batch_size: BatchSize::new(size).unwrap(),
             template: None,
+            request_timeout: crate::cohort::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
     fn render_all(chunk: &Chunk, route: &CohortRoute) -> Vec<Rendered> {
         let mut r = Renderer::default();
         let mut out = Vec::new();
-        r.render_chunk(chunk, route, |x| out.push(x.unwrap()));
+        r.render_chunk(chunk, route, |x| {
+            assert!(x.error.is_none());
+            out.push(x)
+        });
         out
     }
 
@@ -143,6 +164,7 @@ mod tests {
         let c = chunk("c", 5);
         let a = render_all(&c, &route("crm", CohortFilter::All, 2));
         assert_eq!(a.len(), 3);
+        assert_eq!(Renderer::count(&c, &route("crm", CohortFilter::All, 2)), 3);
         assert_eq!(a[2].message_id, "chg::enter::2");
         assert_eq!(a[2].users, 1);
         assert_eq!(a[0].request.kind, Kind::Cohort);
@@ -164,6 +186,10 @@ mod tests {
     fn skips_cohorts_the_destination_does_not_sync() {
         let only = CohortFilter::Only(vec!["x".into()]);
         assert!(render_all(&chunk("c", 3), &route("crm", only.clone(), 2)).is_empty());
+        assert_eq!(
+            Renderer::count(&chunk("c", 3), &route("crm", only.clone(), 2)),
+            0
+        );
         assert_eq!(render_all(&chunk("x", 3), &route("crm", only, 2)).len(), 2);
     }
 }

@@ -58,6 +58,8 @@ pub struct Topics {
     pub events: Vec<String>,
     /// Identify (user) update topics.
     pub identify: Vec<String>,
+    /// Computed cohort change topics.
+    pub cohort_changes: Vec<String>,
     /// Dead-letter topic.
     pub dead_letter: String,
 }
@@ -136,6 +138,8 @@ pub struct Destination {
     pub events: Option<EventsRoute>,
     /// "Send users", if on.
     pub users: Option<UsersRoute>,
+    /// Cohort syncs, if on.
+    pub cohorts: Option<crate::cohort::CohortRoute>,
 }
 
 /// The "Send events" toggle of a destination, when enabled.

@@ -78,6 +78,9 @@ pub struct RawTopics {
     /// Topics of identify (user) updates.
     #[serde(default)]
     pub identify: Vec<String>,
+    /// Topics of computed cohort change chunks (`docs/cohorts.md`).
+    #[serde(default)]
+    pub cohort_changes: Vec<String>,
     /// Where malformed messages and undeliverable payloads go.
     pub dead_letter: String,
 }
@@ -246,6 +249,8 @@ pub struct RawDestination {
     pub events: Option<RawEvents>,
     /// The "Send users" toggle.
     pub users: Option<RawUsers>,
+    /// Cohort syncs (`docs/cohorts.md`).
+    pub cohorts: Option<crate::cohort::RawCohortSettings>,
 }
 
 fn yes() -> bool {

@@ -388,3 +388,19 @@ fn retry_problems_are_reported_with_the_rest() {
         vec!["retry.tier_prefix: tier topic \"t-1m\" is also an input or dead-letter topic"]
     );
 }
+
+#[test]
+fn headers_the_delivery_client_owns_are_refused_at_check_time() {
+    // Regression: `check` accepted x-amplitude-signature and keep-alive, which the delivery
+    // client then refused when `run` started.
+    let text = MINIMAL.replace(
+        "url = \"http://127.0.0.1:8080/hook\"",
+        "url = \"http://127.0.0.1:8080/hook\"\nheaders = [{ name = \"X-Amplitude-Signature\", value = \"x\" }, { name = \"Keep-Alive\", value = \"y\" }]",
+    );
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter().all(|p| p.contains("is set by hookpipe")),
+        "{all:?}"
+    );
+}

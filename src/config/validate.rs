@@ -25,20 +25,9 @@ pub const MAX_CUSTOM_HEADERS: usize = 5;
 pub const PRESET_HEADERS: [&str; 2] = ["content-type", "user-agent"];
 
 /// Headers a custom header may not set because the HTTP client or the delivery protocol owns
-/// them (framing, the delivery id and type, signatures).
-const RESERVED_HEADERS: [&str; 11] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "te",
-    "upgrade",
-    "x-hookpipe-delivery-id",
-    "x-hookpipe-type",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
+/// them (framing, the delivery id and type, signatures): the delivery client's own list, so
+/// `hookpipe check` refuses exactly what `hookpipe run` would.
+use crate::deliver::request::RESERVED_HEADERS;
 
 /// librdkafka properties hookpipe sets itself: setting them in `[kafka.settings]` would break
 /// the offset-commit contract or contradict `[kafka]`.
@@ -250,7 +239,11 @@ fn topic_name_problem(name: &str) -> Option<String> {
 fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
     let before = p.0.len();
     let mut seen = HashSet::new();
-    for (field, list) in [("events", &raw.events), ("identify", &raw.identify)] {
+    for (field, list) in [
+        ("events", &raw.events),
+        ("identify", &raw.identify),
+        ("cohort_changes", &raw.cohort_changes),
+    ] {
         for (i, t) in list.iter().enumerate() {
             let path = format!("topics.{field}[{i}]");
             if let Some(m) = topic_name_problem(t) {
@@ -260,10 +253,10 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
             }
         }
     }
-    if raw.events.is_empty() && raw.identify.is_empty() {
+    if raw.events.is_empty() && raw.identify.is_empty() && raw.cohort_changes.is_empty() {
         p.add(
             "topics",
-            "no input topics: set topics.events and/or topics.identify",
+            "no input topics: set topics.events, topics.identify and/or topics.cohort_changes",
         );
     }
     if let Some(m) = topic_name_problem(&raw.dead_letter) {
@@ -277,6 +270,7 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
     (p.0.len() == before).then(|| Topics {
         events: raw.events.clone(),
         identify: raw.identify.clone(),
+        cohort_changes: raw.cohort_changes.clone(),
         dead_letter: raw.dead_letter.clone(),
     })
 }
@@ -533,12 +527,21 @@ fn destination(
         .as_ref()
         .filter(|u| u.enabled)
         .and_then(|u| users(u, &format!("{path}.users"), base, p));
+    let cohorts_on = d
+        .cohorts
+        .as_ref()
+        .is_some_and(|c| c.enabled.unwrap_or(true));
+    let cohorts = d
+        .cohorts
+        .as_ref()
+        .filter(|_| cohorts_on)
+        .and_then(|c| cohorts(c, &d.name, &format!("{path}.cohorts"), base, p));
     let events_on = d.events.as_ref().is_some_and(|e| e.enabled);
     let users_on = d.users.as_ref().is_some_and(|u| u.enabled);
-    if d.enabled && !events_on && !users_on {
+    if d.enabled && !events_on && !users_on && !cohorts_on {
         p.add(
             path,
-            "neither [destinations.events] nor [destinations.users] is enabled: nothing would be sent",
+            "neither [destinations.events] nor [destinations.users] is enabled (nor [destinations.cohorts]): nothing would be sent",
         );
     }
     if p.0.len() != before {
@@ -553,6 +556,7 @@ fn destination(
         signing_secrets,
         events,
         users,
+        cohorts,
     })
 }
 
@@ -761,4 +765,29 @@ fn users(u: &RawUsers, path: &str, base: &Path, p: &mut Problems) -> Option<User
     let template = template_source(&u.template, &u.template_inline, path, base, p)
         .and_then(|src| compile_template(&src, path, p));
     (p.0.len() == before).then_some(UsersRoute { template })
+}
+
+fn cohorts(
+    c: &crate::cohort::RawCohortSettings,
+    name: &str,
+    path: &str,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<crate::cohort::CohortRoute> {
+    let before = p.0.len();
+    let mut found = Vec::new();
+    let settings = c.validate(path, &mut found);
+    for (at, m) in found {
+        p.add(at, m);
+    }
+    let template = template_source(&c.template, &c.template_inline, path, base, p)
+        .and_then(|src| compile_template(&src, path, p));
+    let s = settings?;
+    (p.0.len() == before).then(|| crate::cohort::CohortRoute {
+        destination: name.to_string(),
+        cohorts: s.cohorts,
+        batch_size: s.batch_size,
+        template,
+        request_timeout: s.request_timeout,
+    })
 }

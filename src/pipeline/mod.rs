@@ -25,6 +25,7 @@
 //! for destinations with high latency and high volume.
 
 pub mod breaker;
+mod cohort;
 pub mod id;
 pub mod settle;
 pub mod user;
@@ -82,6 +83,8 @@ pub struct Summary {
 pub(crate) struct Shared {
     destinations: Vec<Arc<Destination>>,
     clients: Vec<Client>,
+    /// Per destination with cohorts: a client with the cohort request timeout.
+    cohort_clients: Vec<Option<Client>>,
     metrics: Vec<DestinationMetrics>,
     breakers: Vec<breaker::Breaker>,
     permits: Vec<Arc<Semaphore>>,
@@ -125,6 +128,23 @@ pub async fn run(
             source,
         })?;
         clients.push(client);
+    }
+    let mut cohort_clients = Vec::new();
+    for d in &config.destinations {
+        let client = match &d.cohorts {
+            Some(c) => Some(
+                Client::new(Endpoint {
+                    request_timeout: c.request_timeout,
+                    ..endpoint(d)
+                })
+                .map_err(|source| PipelineError::Client {
+                    destination: d.name.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        cohort_clients.push(client);
     }
     let base = source::client_config(&config.kafka);
     let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
@@ -171,6 +191,9 @@ pub async fn run(
     for t in &config.topics.identify {
         topic_kinds.insert(t.clone(), (TopicKind::Identify, telemetry.topic(t)));
     }
+    for t in &config.topics.cohort_changes {
+        topic_kinds.insert(t.clone(), (TopicKind::CohortChanges, telemetry.topic(t)));
+    }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(
         &config.kafka,
@@ -206,6 +229,7 @@ pub async fn run(
         total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
         destinations: config.destinations.clone(),
         clients,
+        cohort_clients,
         failure,
         telemetry: telemetry.clone(),
         topic_kinds,

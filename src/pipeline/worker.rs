@@ -45,6 +45,7 @@ pub(super) struct Worker {
     out: BytesMut,
     routes: Vec<Route>,
     planned: Vec<Planned>,
+    cohort: crate::cohort::Renderer,
 }
 
 fn render(
@@ -79,6 +80,7 @@ impl Worker {
             out: BytesMut::new(),
             routes: Vec::new(),
             planned: Vec::new(),
+            cohort: crate::cohort::Renderer::default(),
         }
     }
 
@@ -109,6 +111,7 @@ impl Worker {
             out,
             routes,
             planned,
+            cohort: _,
         } = self;
         planned.clear();
         scratch.clear();
@@ -188,6 +191,8 @@ impl Worker {
                             (Some(_), None) => continue,
                         }
                     }
+                    // Chunks never reach `prepare` (see `handle`), and plan routes none.
+                    (Payload::User, TopicKind::CohortChanges) => continue,
                 };
                 planned.push(Planned { route: *r, body });
             }
@@ -208,6 +213,9 @@ impl Worker {
             offset: msg.offset,
         };
         let kind = *kind;
+        if kind == TopicKind::CohortChanges {
+            return super::cohort::handle(&shared, &mut self.cohort, msg, source).await;
+        }
         if let Err(m) = self.prepare(kind, &msg.payload) {
             let reason = if msg.payload.is_empty() {
                 "invalid_json"
@@ -294,7 +302,7 @@ impl Worker {
 
 /// Waits for room for one more delivery to `destination`: first its own limit, then the total.
 /// `None` if shutdown started while waiting.
-async fn admit(
+pub(super) async fn admit(
     shared: &Shared,
     destination: usize,
 ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
@@ -313,7 +321,7 @@ async fn admit(
 
 /// Waits for room under the total limit only, for hand-offs that make no HTTP attempt
 /// (malformed messages, render failures), so a slow dead-letter topic bounds them too.
-async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+pub(super) async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
     let total = shared.total.clone();
     tokio::select! {
         biased;
@@ -324,18 +332,18 @@ async fn admit_total(shared: &Shared) -> Option<OwnedSemaphorePermit> {
 
 /// One admitted delivery: its attempt, then settlement. Holds its permits until settled, so the
 /// in-flight limits bound memory including deliveries being handed to the failure path.
-struct Delivery {
-    shared: Arc<Shared>,
-    destination: usize,
-    request: Request,
-    source: SourcePosition,
-    timestamp_ms: Option<i64>,
-    settlement: Settlement,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+pub(super) struct Delivery {
+    pub(super) shared: Arc<Shared>,
+    pub(super) destination: usize,
+    pub(super) request: Request,
+    pub(super) source: SourcePosition,
+    pub(super) timestamp_ms: Option<i64>,
+    pub(super) settlement: Settlement,
+    pub(super) _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl Delivery {
-    async fn run(self) {
+    pub(super) async fn run(self) {
         let shared = &self.shared;
         let metrics = &shared.metrics[self.destination];
         metrics.admitted();
@@ -343,9 +351,11 @@ impl Delivery {
         let outcome = match breaker.admit() {
             Admission::Attempt => {
                 let started = tokio::time::Instant::now();
-                let outcome = shared.clients[self.destination]
-                    .attempt(&self.request)
-                    .await;
+                let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
+                    (crate::deliver::Kind::Cohort, Some(c)) => c,
+                    _ => &shared.clients[self.destination],
+                };
+                let outcome = client.attempt(&self.request).await;
                 let took = started.elapsed();
                 let delivered = outcome.is_delivered();
                 metrics.attempt(&self.request.id, delivered, outcome.tries().len(), took);

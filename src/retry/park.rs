@@ -165,7 +165,11 @@ impl Parker {
                 }
             }
             Next::DeadLetter => {
-                let reason = format!("{failed} attempts failed");
+                let reason = if failed == 1 {
+                    "1 attempt failed".to_string()
+                } else {
+                    format!("{failed} attempts failed")
+                };
                 let letter = DeadLetter {
                     format: FORMAT,
                     reason,
@@ -182,24 +186,27 @@ impl Parker {
     }
 
     /// Writes a dead letter (retrying until Kafka acknowledges it), with the headers the
-    /// pipeline's dead letters carry (`hookpipe.reason`: `attempts_exhausted` for a delivery,
-    /// `unreadable_retry_record` otherwise; source position, destination, delivery id).
+    /// pipeline's dead letters carry: `hookpipe.reason` (`attempts_exhausted` for a delivery,
+    /// `unreadable_retry_record` otherwise), the source position, destination and delivery id.
     pub async fn dead_letter(&self, letter: DeadLetter) {
+        let code = if letter.delivery.is_some() {
+            "attempts_exhausted"
+        } else {
+            "unreadable_retry_record"
+        };
+        self.dead_letter_with(letter, code).await
+    }
+
+    /// Like [`Parker::dead_letter`] with an explicit `hookpipe.reason` header (a short fixed
+    /// string such as `destination_removed`).
+    pub async fn dead_letter_with(&self, letter: DeadLetter, code: &'static str) {
+        let reason = Header {
+            key: "hookpipe.reason",
+            value: Some(code),
+        };
         let (key, headers) = match &letter.delivery {
-            Some(d) => (
-                d.destination.clone(),
-                delivery_headers(d).insert(Header {
-                    key: "hookpipe.reason",
-                    value: Some("attempts_exhausted"),
-                }),
-            ),
-            None => (
-                String::new(),
-                OwnedHeaders::new().insert(Header {
-                    key: "hookpipe.reason",
-                    value: Some("unreadable_retry_record"),
-                }),
-            ),
+            Some(d) => (d.destination.clone(), delivery_headers(d).insert(reason)),
+            None => (String::new(), OwnedHeaders::new().insert(reason)),
         };
         self.write(&self.dead_letter_topic, &key, &letter.to_json(), headers)
             .await;

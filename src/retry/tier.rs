@@ -137,7 +137,8 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
 /// What a started task does.
 enum Work {
     Attempt(ParkedDelivery),
-    DeadLetter(DeadLetter),
+    /// A dead letter and its `hookpipe.reason` code.
+    DeadLetter(DeadLetter, &'static str),
 }
 
 struct Job {
@@ -330,12 +331,14 @@ impl Tier {
             }
             Ok(d) => {
                 let reason = format!("destination {:?} is no longer configured", d.destination);
-                (Work::DeadLetter(letter(reason, Some(d), None, now)), 0)
+                let dead = letter(reason, Some(d), None, now);
+                (Work::DeadLetter(dead, "destination_removed"), 0)
             }
             Err(e) => {
                 let reason = format!("unreadable retry record in {}: {e}", self.topic);
                 let raw = Some(bytes::Bytes::copy_from_slice(payload));
-                (Work::DeadLetter(letter(reason, None, raw, now)), 0)
+                let dead = letter(reason, None, raw, now);
+                (Work::DeadLetter(dead, "unreadable_retry_record"), 0)
             }
         };
         let p = self.parts.entry(partition).or_default();
@@ -389,7 +392,7 @@ impl Tier {
         let dest = match &job.work {
             Work::Attempt(d) => d.destination.clone(),
             // Dead letters share one queue under a name no destination can have.
-            Work::DeadLetter(_) => String::new(),
+            Work::DeadLetter(..) => String::new(),
         };
         let queue = self.queues.entry(dest.clone()).or_default();
         if queue.is_empty() {
@@ -461,7 +464,7 @@ impl Tier {
                             }
                         }
                     }
-                    Work::DeadLetter(letter) => parker.dead_letter(letter).await,
+                    Work::DeadLetter(letter, code) => parker.dead_letter_with(letter, code).await,
                 }
                 (job.partition, job.offset, dest)
             });

@@ -26,6 +26,8 @@ pub enum TopicKind {
     Events,
     /// Identify (user) updates.
     Identify,
+    /// Computed cohort change chunks: batched by [`crate::cohort`], not routed here.
+    CohortChanges,
 }
 
 /// Which payload of a message a delivery carries.
@@ -172,6 +174,8 @@ pub fn plan(
                 }
             }
         }
+        // The worker hands chunks to the cohort stage before planning; nothing to route here.
+        TopicKind::CohortChanges => {}
     }
     Ok(())
 }

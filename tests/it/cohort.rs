@@ -396,18 +396,11 @@ fn seed_cohort_templates_render_as_freemarker_through_the_cohort_path() {
         "484-per-user-single-quotes",
         "485-per-user-doc-verbatim-error",
         "486-cohort-user-properties-doc-error",
+        "487-cohort-user-properties-fixed",
         "504-slack-cohort-summary",
         "505-slack-cohort-exit",
+        "516-users-array-exit",
     ]);
-}
-
-/// The same for the cases that need engine parts still missing (`UtilClass.toJsonString` in
-/// `template/format/escape.rs`, `?iso_utc` in `template/format/date.rs`); un-ignore once the
-/// engine's conformance run passes them.
-#[test]
-#[ignore = "needs UtilClass.toJsonString and ?iso_utc in the template engine"]
-fn seed_cohort_templates_needing_unfinished_engine_parts() {
-    check_template_cases(&["487-cohort-user-properties-fixed", "516-users-array-exit"]);
 }
 
 fn check_template_cases(names: &[&str]) {
@@ -440,13 +433,15 @@ fn check_template_cases(names: &[&str]) {
             cohorts: CohortFilter::All,
             batch_size: BatchSize::DEFAULT,
             template: Some(template),
+            request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
         };
         let chunk = Chunk::decode(&change_message_for(&input)).unwrap();
         let mut results = Vec::new();
         renderer.render_chunk(&chunk, &route, |r| results.push(r));
         assert_eq!(results.len(), 1, "{name}");
-        match (results.pop().unwrap(), expected) {
-            (Ok(r), Some(want)) => {
+        let r = results.pop().unwrap();
+        match (r.error, expected) {
+            (None, Some(want)) => {
                 if r.request.body != want.as_bytes() {
                     failures.push(format!(
                         "{name}: got\n{}\nwant\n{want}",
@@ -454,13 +449,360 @@ fn check_template_cases(names: &[&str]) {
                     ));
                 }
             }
-            (Err((_, e)), None) => eprintln!("{name}: fails, as expected: {e}"),
-            (Ok(r), None) => failures.push(format!(
+            (Some(e), None) => {
+                // The failed batch keeps its input document, for the dead-letter record.
+                assert!(r.request.body.starts_with(b"{\"cohort_name\":"), "{name}");
+                eprintln!("{name}: fails, as expected: {e}")
+            }
+            (None, None) => failures.push(format!(
                 "{name}: should fail, rendered {:?}",
                 String::from_utf8_lossy(&r.request.body)
             )),
-            (Err((id, e)), Some(_)) => failures.push(format!("{name} ({id}): {e}")),
+            (Some(e), Some(_)) => failures.push(format!("{name} ({}): {e}", r.message_id)),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Through the real thing: chunk messages produced to a real Kafka topic (shuffled over three
+/// partitions, one duplicated, one malformed), `hookpipe run` as a child process, and real HTTP
+/// receivers: one destination with the default payload, one with the seed `#sep` template and
+/// batches of 500 that only syncs this cohort.
+mod kafka {
+    use super::{chunk_messages, CHANGE};
+    use crate::support::http::{Receiver, Recorded};
+    use crate::support::kafka::{
+        broker, committed_offsets, end_offsets, produce_many, read_all, unique_name, unique_topic,
+        Outgoing,
+    };
+    use std::collections::BTreeMap;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// Hard bound on every wait in this module.
+    const WAIT: Duration = Duration::from_secs(90);
+
+    const SEED_TEMPLATE: &str = r#"{
+    "cohort_name": "${input.cohort_name}",
+    "cohort_id": "${input.cohort_id}",
+    "in_cohort": ${input.in_cohort?c},
+    "computed_time": "${input.computed_time}",
+     "message_id": "${input.message_id}",
+    "users": [
+     <#list input.users as user>
+     {
+         "user_id": "${user.user_id}"
+      }<#sep>,
+     </#list>
+    ]
+}
+"#;
+
+    struct Setup {
+        config: tempfile::TempDir,
+        topic: String,
+        dead_letter: String,
+        group: String,
+        plain: Receiver,
+        templated: Receiver,
+    }
+
+    impl Setup {
+        async fn new(name: &str) -> Setup {
+            broker();
+            let topic = unique_topic(&format!("{name}-changes"), 3).await;
+            let dead_letter = unique_topic(&format!("{name}-dead"), 1).await;
+            let plain = Receiver::start().await;
+            let templated = Receiver::start().await;
+            let config = tempfile::tempdir().unwrap();
+            let group = unique_name(&format!("{name}-group"));
+            std::fs::write(
+                config.path().join("hookpipe.toml"),
+                format!(
+                    r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+
+[topics]
+cohort_changes = ["{topic}"]
+dead_letter = "{dead_letter}"
+
+[pipeline]
+workers = 2
+commit_interval = "200ms"
+
+[telemetry]
+listen = "127.0.0.1:0"
+
+[[destinations]]
+name = "plain"
+url = "{plain}"
+[destinations.cohorts]
+
+[[destinations]]
+name = "templated"
+url = "{templated}"
+headers = [{{ name = "X-Team", value = "growth" }}]
+[destinations.cohorts]
+cohort_ids = ["7khm89cz"]
+batch_size = 500
+request_timeout = "1s"
+template_inline = '''{template}'''
+"#,
+                    bootstrap = broker().bootstrap(),
+                    plain = plain.url(),
+                    templated = templated.url(),
+                    template = SEED_TEMPLATE,
+                ),
+            )
+            .unwrap();
+            Setup {
+                config,
+                topic,
+                dead_letter,
+                group,
+                plain,
+                templated,
+            }
+        }
+
+        fn spawn(&self) -> Child {
+            Command::new(env!("CARGO_BIN_EXE_hookpipe"))
+                .arg("run")
+                .arg("--config")
+                .arg(self.config.path().join("hookpipe.toml"))
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        }
+    }
+
+    /// Kills the child on drop, so a failing test leaves no process behind.
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// message id → every body received with it; checks the wire headers on the way.
+    fn by_message_id(requests: &[Recorded], team: bool) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut delivery_ids: BTreeMap<String, String> = BTreeMap::new();
+        for r in requests.iter().filter(|r| r.succeeded()) {
+            assert_eq!(r.header("x-hookpipe-type"), Some("cohorts.computed"));
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("user-agent"), Some("Amplitude/Webhook/1.0"));
+            assert_eq!(r.header("x-team").is_some(), team);
+            let id = r.json()["message_id"].as_str().unwrap().to_owned();
+            let delivery = r.header("x-hookpipe-delivery-id").unwrap().to_owned();
+            // One delivery id per (destination, message id), whatever the repeat.
+            assert_eq!(
+                delivery_ids.entry(id.clone()).or_insert(delivery.clone()),
+                &delivery
+            );
+            out.entry(id).or_default().push(r.body.to_vec());
+        }
+        out
+    }
+
+    /// (in_cohort, user ids) of each message id; every repeat must be byte-identical.
+    fn users(received: &BTreeMap<String, Vec<Vec<u8>>>) -> BTreeMap<String, (bool, Vec<String>)> {
+        received
+            .iter()
+            .map(|(id, bodies)| {
+                assert!(
+                    bodies.iter().all(|b| b == &bodies[0]),
+                    "{id}: repeats differ"
+                );
+                let v: serde_json::Value = serde_json::from_slice(&bodies[0]).unwrap();
+                let users = v["users"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u["user_id"].as_str().unwrap().to_owned())
+                    .collect();
+                (id.clone(), (v["in_cohort"].as_bool().unwrap(), users))
+            })
+            .collect()
+    }
+
+    fn expected(size: usize) -> BTreeMap<String, (bool, Vec<String>)> {
+        let mut want = BTreeMap::new();
+        for (dir, prefix, total, in_cohort) in
+            [("enter", "in-", 2500, true), ("exit", "out-", 1200, false)]
+        {
+            for (i, start) in (0..total).step_by(size).enumerate() {
+                let ids = (start..(start + size).min(total))
+                    .map(|u| format!("{prefix}{u}"))
+                    .collect();
+                want.insert(format!("{CHANGE}::{dir}::{i}"), (in_cohort, ids));
+            }
+        }
+        want
+    }
+
+    async fn produce_shuffled(topic: &str, extra: Vec<Vec<u8>>) {
+        let mut messages = chunk_messages(2500, 1200, 1000);
+        messages.push(messages[2].clone()); // at-least-once upstream
+        messages.extend(extra);
+        fastrand::Rng::with_seed(3).shuffle(&mut messages);
+        let outgoing = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Outgoing::new(m).partition((i % 3) as i32));
+        produce_many(topic, outgoing).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shuffled_chunks_through_kafka_give_exact_batches_to_each_destination() {
+        let s = Setup::new("cohort-e2e").await;
+        produce_shuffled(&s.topic, vec![b"{\"cohort_id\":\"x\"}".to_vec()]).await;
+        let _run = Running(s.spawn());
+
+        // Default payload, batches of 1000: 3 + 2 distinct; plus the duplicated chunk's repeats.
+        s.plain.wait_for_successes(5, WAIT).await;
+        s.templated.wait_for_successes(5 + 3, WAIT).await;
+        let dead = read_all(&s.dead_letter, 1, WAIT).await;
+        assert_eq!(dead.len(), 1, "the malformed chunk is dead-lettered");
+        assert_eq!(
+            dead[0].header("hookpipe.reason").as_deref(),
+            Some("invalid_cohort_change")
+        );
+        // Let the duplicate's repeats arrive, then compare.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let plain = by_message_id(&s.plain.requests(), false);
+        let templated = by_message_id(&s.templated.requests(), true);
+        assert_eq!(users(&plain), expected(1000));
+        assert_eq!(users(&templated), expected(500));
+        // The template's output is exactly FreeMarker's layout for the seed template.
+        let first = &templated[&format!("{CHANGE}::exit::2")][0];
+        let text = String::from_utf8(first.clone()).unwrap();
+        assert!(
+            text.starts_with("{\n    \"cohort_name\": \"My Test Cohort\",\n    \"cohort_id\": \"7khm89cz\",\n    \"in_cohort\": false,\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\"user_id\": \"out-1199\"\n      }    ]\n}\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigkill_between_batches_then_restart_repeats_the_same_message_ids() {
+        let s = Setup::new("cohort-kill").await;
+        produce_shuffled(&s.topic, Vec::new()).await;
+        {
+            let _run = Running(s.spawn());
+            // Some batches out, surely not all: SIGKILL (Running's drop) mid-stream.
+            s.plain.wait_for_successes(2, WAIT).await;
+        }
+        let before = by_message_id(&s.plain.requests(), false);
+        let _run = Running(s.spawn());
+        s.plain
+            .wait_for_successes(before.values().map(Vec::len).sum::<usize>() + 1, WAIT)
+            .await;
+        // Wait until every distinct batch of both destinations has arrived.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = by_message_id(&s.plain.requests(), false).len();
+            let t = by_message_id(&s.templated.requests(), true).len();
+            if (p, t) == (5, 8) || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = by_message_id(&s.plain.requests(), false);
+        // Same ids, same bytes across the crash; exactly the expected batches in the end.
+        for (id, bodies) in &before {
+            assert_eq!(after[id][0], bodies[0], "{id} changed across the restart");
+        }
+        assert_eq!(users(&after), expected(1000));
+        assert_eq!(
+            users(&by_message_id(&s.templated.requests(), true)),
+            expected(500)
+        );
+        // Every chunk's batches are settled, so every offset gets committed.
+        let end = end_offsets(&s.topic).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let committed = committed_offsets(&s.group, &s.topic).await;
+            let done = end.iter().all(|(p, e)| committed.get(p) == Some(&Some(*e)));
+            if done || tokio::time::Instant::now() > deadline {
+                assert!(done, "committed {committed:?}, end {end:?}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// `[destinations.cohorts]` inside a whole config file: a valid one becomes the destination's
+/// cohort route; a broken one reports every problem with its path, the template's with a caret.
+#[test]
+fn cohort_settings_load_with_the_config_and_report_every_problem() {
+    use hookpipe::config::{load_str, StrError};
+    let base = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+cohort_changes = ["amplitude-cohorts"]
+dead_letter = "dead"
+[[destinations]]
+name = "crm"
+url = "http://127.0.0.1:9/hook"
+"#;
+    let ok = load_str(
+        &format!(
+            "{base}[destinations.cohorts]\nbatch_size = 250\ntemplate_inline = '${{input.cohort_id}}'\n"
+        ),
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(ok.topics.cohort_changes, ["amplitude-cohorts"]);
+    let route = ok.destinations[0].cohorts.as_ref().unwrap();
+    assert_eq!(
+        (route.destination.as_str(), route.batch_size.get()),
+        ("crm", 250)
+    );
+    assert_eq!(route.request_timeout, std::time::Duration::from_secs(2));
+    assert!(route.template.is_some() && ok.destinations[0].events.is_none());
+
+    let bad = format!(
+        "{base}[destinations.cohorts]\nbatch_size = 0\nwindow = \"7m\"\ntemplate_inline = '${{input.cohort_id'\n"
+    );
+    let err = match load_str(&bad, std::path::Path::new("."), &|_| None) {
+        Err(StrError::Invalid(e)) => e.to_string(),
+        other => panic!("expected validation errors, got {other:?}"),
+    };
+    let p = "destinations[0] \"crm\".cohorts";
+    assert!(err.starts_with("3 problems"), "{err}");
+    assert!(
+        err.contains(&format!("{p}.batch_size: 0, must be from 1 to 100000")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}.window: \"7m\" is not a window")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}: {p}.template_inline:1:")),
+        "{err}"
+    );
+    assert!(err.contains('^'), "{err}");
+
+    // Cohorts alone are enough for a destination; disabled cohorts are not.
+    let off = format!("{base}[destinations.cohorts]\nenabled = false\n");
+    let err = match load_str(&off, std::path::Path::new("."), &|_| None) {
+        Err(StrError::Invalid(e)) => e.to_string(),
+        other => panic!("expected validation errors, got {other:?}"),
+    };
+    assert!(err.contains("nothing would be sent"), "{err}");
 }

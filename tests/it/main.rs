@@ -6,6 +6,7 @@ mod cohort;
 mod conformance;
 mod deliver;
 mod demo;
+mod differential;
 mod k8s;
 mod kafka_smoke;
 mod pipeline;

@@ -820,6 +820,49 @@ async fn a_rebalance_between_two_tier_consumers_loses_nothing() {
     stop_all(stop_b, handles_b).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_delivery_whose_destination_was_removed_is_dead_lettered_with_the_reason() {
+    broker();
+    let rx = Receiver::with_script(Script::always(Reply::ok())).await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(1)]).unwrap()).await;
+    let kept = Client::new(endpoint("kept", &rx.url())).unwrap();
+    let clients = HashMap::from([("kept".to_string(), kept)]);
+    let tries = vec![hookpipe::deliver::Try {
+        started_unix_ms: 1,
+        status: Some(500),
+        error: None,
+    }];
+    path.parker
+        .first_attempt_failed("removed", &request("gone-1"), source(4), tries)
+        .await;
+    // An unreadable record in the tier too.
+    crate::support::kafka::produce(&path.parker.tier_topics()[0], None, b"garbage", &[]).await;
+    let (stop, handles) = path.start_tiers(&clients);
+    let letters = read_all(&path.dead_letter, 2, WAIT).await;
+    stop_all(stop, handles).await;
+    assert_eq!(letters.len(), 2);
+    let mut by_code: HashMap<String, DeadLetter> = HashMap::new();
+    for l in &letters {
+        by_code.insert(
+            l.header("hookpipe.reason").unwrap(),
+            DeadLetter::from_json(l.payload.as_deref().unwrap()).unwrap(),
+        );
+    }
+    let removed = &by_code["destination_removed"];
+    assert!(
+        removed
+            .reason
+            .contains("\"removed\" is no longer configured"),
+        "{}",
+        removed.reason
+    );
+    let d = removed.delivery.as_ref().unwrap();
+    assert_eq!((d.delivery_id.as_str(), d.attempts.len()), ("gone-1", 1));
+    let unreadable = &by_code["unreadable_retry_record"];
+    assert_eq!(unreadable.raw.as_deref(), Some(&b"garbage"[..]));
+    assert_eq!(rx.count(), 0);
+}
+
 /// Whole-pipeline fault scenarios (issue 4): the real `hookpipe run`, the real broker, retry
 /// tiers with waits of seconds. Each prints produced / delivered (unique ids) / duplicates /
 /// dead-lettered / lost, and lost must be 0.

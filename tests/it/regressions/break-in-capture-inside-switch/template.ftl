@@ -1,0 +1,1 @@
+<#switch 1><#default><#assign v>x<#break>y</#assign>[${v}]</#switch>end

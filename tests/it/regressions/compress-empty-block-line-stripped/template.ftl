@@ -1,0 +1,2 @@
+${"a"}<#list [] as x><#else>
+<#compress></#compress></#list>

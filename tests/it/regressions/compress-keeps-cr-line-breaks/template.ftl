@@ -1,0 +1,3 @@
+<#compress>a 
+  b	c
+</#compress>

@@ -1,0 +1,1 @@
+${input.nothing!?is_sequence?c} ${input.nothing!?is_hash_ex?c} ${input.nothing!?is_string?c} [${(input.nothing! + 1)[0..<1]}] [${input.nothing![0..]?size}]

@@ -1,0 +1,1 @@
+<#switch input.missing.deeper></#switch>ok

@@ -1,0 +1,1 @@
+${{"a": 1}?values?is_collection?c} ${input.h?keys?is_collection?c} ${input.h?values?is_enumerable?c}

@@ -1,0 +1,1 @@
+<#if false><#if input.a![0..<2] == "x"></#if></#if>

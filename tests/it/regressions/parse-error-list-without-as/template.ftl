@@ -1,0 +1,1 @@
+<#if false><#list input.tags></#list></#if>

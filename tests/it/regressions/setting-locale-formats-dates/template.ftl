@@ -1,0 +1,1 @@
+<#setting locale="de_DE">${"2022-02-28 20:07:01.795"?datetime("yyyy-MM-dd HH:mm:ss.SSS")?string.short} ${"2022-02-28"?date("yyyy-MM-dd")?string} ${"2022-02-28T20:07:01.795Z"?datetime.iso?time?string}

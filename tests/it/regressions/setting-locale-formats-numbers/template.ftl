@@ -1,0 +1,1 @@
+<#setting locale="de_DE"><#setting number_format="0.00">${1.5} ${input.n} ${input.n?c}
