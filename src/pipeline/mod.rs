@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     overflow: bool,
     /// Longest wait for a permit before overflowing a destination that is not overflowing yet.
     overflow_after: Duration,
+    /// Per destination: its last delivery overflowed for want of a permit, so the next one
+    /// overflows at once if there is still none (no `overflow_after` wait).
+    overflow_mode: Vec<std::sync::atomic::AtomicBool>,
     telemetry: Arc<Telemetry>,
     topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
@@ -244,6 +247,11 @@ pub async fn run(
         failure,
         overflow: config.pipeline.overflow && config.retry.is_some(),
         overflow_after: config.pipeline.overflow_after,
+        overflow_mode: config
+            .destinations
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
         telemetry: telemetry.clone(),
         topic_kinds,
         shutdown: shutdown.clone(),

@@ -18,6 +18,7 @@ use crate::source::{Settlement, SourceMessage};
 use crate::template::{Input, RenderState, Template};
 use bytes::{Bytes, BytesMut};
 use simd_json::{Buffers, Tape};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -341,15 +342,18 @@ async fn admit_or_overflow(
 ) -> Admitted {
     let d = &shared.destinations[destination];
     if shared.overflow {
+        let mode = &shared.overflow_mode[destination];
         let own = if shared.failure.overflowing(&d.name) {
             None
         } else {
             let per = shared.permits[destination].clone();
             match per.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
-                // Saturated: a healthy destination frees a permit within milliseconds; one
-                // that does not within `overflow_after` starts overflowing (and later
-                // deliveries skip this wait while it is).
+                // Still saturated since it last overflowed: no wait.
+                Err(_) if mode.load(Ordering::Relaxed) => None,
+                // Newly saturated: a healthy destination frees a permit within milliseconds;
+                // one that does not within `overflow_after` starts overflowing, and stays in
+                // that mode (no more waits) until a permit is free when a delivery arrives.
                 Err(_) => tokio::select! {
                     biased;
                     _ = shared.shutdown.cancelled() => return Admitted::ShuttingDown,
@@ -359,6 +363,7 @@ async fn admit_or_overflow(
                 },
             }
         };
+        mode.store(own.is_none(), Ordering::Relaxed);
         let Some(total) = admit_total(shared).await else {
             return Admitted::ShuttingDown;
         };

@@ -207,10 +207,18 @@ impl RetryService {
         let backlog = Arc::new(OverflowBacklog::new(clients.keys()));
         let clients = Arc::new(clients);
         let mut tasks = JoinSet::new();
+        // The overflow tier gets a group of its own (`<group_id>-overflow`), so its consumer
+        // joining or leaving never rebalances the retry tiers' group (and the other way round).
+        let overflow_group = format!("{}-overflow", settings.group_id);
         for topic in &topics {
+            let group = if topic == parker.overflow_topic() {
+                &overflow_group
+            } else {
+                &settings.group_id
+            };
             let mut tier = Tier::new(
                 base,
-                &settings.group_id,
+                group,
                 topic,
                 clients.clone(),
                 parker.clone(),
