@@ -81,6 +81,12 @@ pub struct Pipeline {
     pub circuit_breaker_failures: u32,
     /// How long an open circuit skips attempts before one probe.
     pub circuit_breaker_cooldown: Duration,
+    /// Overflow saturated destinations to the retry path's overflow tier instead of waiting
+    /// (only with `[retry]` enabled; see `pipeline` module docs).
+    pub overflow: bool,
+    /// Longest wait for a permit before overflowing, paid only when the destination is not
+    /// overflowing already (so a healthy destination's momentary saturation does not overflow).
+    pub overflow_after: Duration,
 }
 
 /// `[retry]`, validated: the schedule is usable and its tier topics are legal Kafka names that

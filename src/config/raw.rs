@@ -110,6 +110,22 @@ pub struct RawPipeline {
     /// How long an open circuit skips attempts before one probe.
     #[serde(default = "default_breaker_cooldown")]
     pub circuit_breaker_cooldown: String,
+    /// Hand a delivery whose destination is saturated to the retry path's overflow tier instead
+    /// of waiting for a permit (ignored when `[retry] enabled = false`).
+    #[serde(default = "default_overflow")]
+    pub overflow: bool,
+    /// How long a delivery may wait for a permit before it overflows, when its destination is
+    /// not already overflowing.
+    #[serde(default = "default_overflow_after")]
+    pub overflow_after: String,
+}
+
+fn default_overflow_after() -> String {
+    "20ms".into()
+}
+
+fn default_overflow() -> bool {
+    true
 }
 
 fn default_breaker_failures() -> u32 {
@@ -142,6 +158,8 @@ impl Default for RawPipeline {
             commit_interval: default_commit_interval(),
             circuit_breaker_failures: default_breaker_failures(),
             circuit_breaker_cooldown: default_breaker_cooldown(),
+            overflow: default_overflow(),
+            overflow_after: default_overflow_after(),
         }
     }
 }

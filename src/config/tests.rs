@@ -53,6 +53,8 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.pipeline.commit_interval, Duration::from_secs(1));
     assert_eq!(c.pipeline.circuit_breaker_failures, 10);
     assert_eq!(c.pipeline.circuit_breaker_cooldown, Duration::from_secs(5));
+    assert!(c.pipeline.overflow);
+    assert_eq!(c.pipeline.overflow_after, Duration::from_millis(20));
     assert_eq!(c.telemetry.listen.to_string(), "0.0.0.0:9464");
     assert_eq!(c.telemetry.log_format, LogFormat::Text);
     let d = &c.destinations[0];
@@ -157,6 +159,7 @@ dead_letter = "ev"
 max_in_flight = 10
 max_in_flight_per_destination = 20
 drain_timeout = "soon"
+overflow_after = "later"
 [telemetry]
 listen = "nowhere"
 log_format = "xml"
@@ -197,6 +200,7 @@ headers = [{ name = "X-Both", value = "a", value_env = "TOKEN" }, { name = "X-No
         "topics.dead_letter: \"ev\" is also an input topic",
         "pipeline.max_in_flight_per_destination: 20 is more than pipeline.max_in_flight (10)",
         "pipeline.drain_timeout: invalid duration \"soon\"",
+        "pipeline.overflow_after: invalid duration \"later\"",
         "telemetry.listen: \"nowhere\" is not an address",
         "telemetry.log_format: \"xml\", expected \"text\" or \"json\"",
         "destinations[0] \"braze\".url: scheme \"ftp\"",

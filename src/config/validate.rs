@@ -326,8 +326,11 @@ fn pipeline(raw: &super::raw::RawPipeline, p: &mut Problems) -> Option<Pipeline>
         "pipeline.circuit_breaker_cooldown",
         p,
     );
-    match (drain_timeout, commit_interval, cooldown) {
-        (Some(drain_timeout), Some(commit_interval), Some(cooldown)) if p.0.len() == before => {
+    let overflow_after = parse_duration(&raw.overflow_after, "pipeline.overflow_after", p);
+    match (drain_timeout, commit_interval, cooldown, overflow_after) {
+        (Some(drain_timeout), Some(commit_interval), Some(cooldown), Some(overflow_after))
+            if p.0.len() == before =>
+        {
             Some(Pipeline {
                 workers,
                 max_in_flight: raw.max_in_flight,
@@ -336,6 +339,8 @@ fn pipeline(raw: &super::raw::RawPipeline, p: &mut Problems) -> Option<Pipeline>
                 commit_interval,
                 circuit_breaker_failures: raw.circuit_breaker_failures,
                 circuit_breaker_cooldown: cooldown,
+                overflow: raw.overflow,
+                overflow_after,
             })
         }
         _ => None,
@@ -430,7 +435,12 @@ fn retry(
             .map(String::as_str)
             .chain([topics.dead_letter.as_str()])
             .collect();
-        for t in s.tier_topics(&raw.tier_prefix) {
+        let overflow = crate::retry::park::overflow_topic(&raw.tier_prefix);
+        for t in s
+            .tier_topics(&raw.tier_prefix)
+            .into_iter()
+            .chain([overflow])
+        {
             if let Some(m) = topic_name_problem(&t) {
                 p.add("retry.tier_prefix", format!("tier topic {t:?}: {m}"));
                 break;

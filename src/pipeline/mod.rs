@@ -6,23 +6,30 @@
 //! in-flight deliveries within `drain_timeout`, commits what is settled, stops the tier consumers
 //! and returns.
 //!
-//! # Ordering, limits and a slow destination
+//! # Ordering, limits and a slow destination: overflow
 //! Each partition is handled by one worker, message after message, so first attempts to a
-//! destination start in partition order. A delivery is admitted only when its destination has
-//! fewer than `max_in_flight_per_destination` deliveries in flight and the process fewer than
-//! `max_in_flight`; it holds both permits until settled. A message waits for admission of each
-//! of its deliveries in turn, so when a destination is saturated the worker waits, its queue
-//! fills, and the source pauses those partitions: memory stays bounded and Kafka is the buffer.
+//! destination start in partition order. A delivery needs a permit of its destination
+//! (`max_in_flight_per_destination`) and of the process (`max_in_flight`), held until settled.
 //!
-//! The price of keeping partition order with bounded memory: a destination that is slow (not
-//! failing) and saturated slows the other destinations fed by the same partitions, down to its
-//! own throughput (`max_in_flight_per_destination / latency`). A *failing* destination holds a
-//! permit for one attempt only (at most ~4 s of tries plus the request timeout) and then hands
-//! the delivery to the failure path (the durable retry tiers: the failed work waits in Kafka,
-//! not in memory or in the partitions' way); after `circuit_breaker_failures` consecutive failed
-//! attempts its [`breaker`] opens and its deliveries are parked without an attempt, so a dead
-//! destination stops costing the healthy ones anything. Raise `max_in_flight_per_destination`
-//! for destinations with high latency and high volume.
+//! With the retry tiers on and `pipeline.overflow` (the default), the worker never waits for one
+//! destination: when a delivery finds its destination's permits all busy for `overflow_after`, it
+//! is handed, not yet attempted, to the failure path's overflow tier
+//! ([`settle::FailurePath::overflow`]: produced and acknowledged, then the offset settles), whose
+//! consumer makes attempt 1 at that destination's own pace; a slow or dead destination then costs
+//! the healthy ones sharing its partitions nothing but the hand-offs. While a destination has
+//! overflowed deliveries whose first attempt has not started ([`settle::FailurePath::overflowing`]),
+//! its later deliveries overflow too, so within one process first attempts to it still start in
+//! partition order (not across a restart or across processes: see docs/configuration.md). The
+//! total limit still applies to everything (overflow hand-offs included) and is the back-pressure
+//! that pauses partitions: a destination holds at most its own share of it.
+//!
+//! With `[retry] enabled = false` or `overflow = false`, a saturated destination makes the worker
+//! wait: its queue fills, the source pauses those partitions (Kafka is the buffer), and a
+//! destination that is slow (not failing) slows the other destinations fed by the same
+//! partitions down to its own throughput (`max_in_flight_per_destination / latency`). A *failing*
+//! destination holds a permit for one attempt only and then hands the delivery to the failure
+//! path; after `circuit_breaker_failures` consecutive failed attempts its [`breaker`] opens and
+//! its deliveries are parked without an attempt.
 
 pub mod breaker;
 mod cohort;
@@ -90,6 +97,13 @@ pub(crate) struct Shared {
     permits: Vec<Arc<Semaphore>>,
     total: Arc<Semaphore>,
     failure: Arc<dyn FailurePath>,
+    /// Saturated destinations overflow to the retry path instead of waiting for a permit.
+    overflow: bool,
+    /// Longest wait for a permit before overflowing a destination that is not overflowing yet.
+    overflow_after: Duration,
+    /// Per destination: its last delivery overflowed for want of a permit, so the next one
+    /// overflows at once if there is still none (no `overflow_after` wait).
+    overflow_mode: Vec<std::sync::atomic::AtomicBool>,
     telemetry: Arc<Telemetry>,
     topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
@@ -231,6 +245,13 @@ pub async fn run(
         clients,
         cohort_clients,
         failure,
+        overflow: config.pipeline.overflow && config.retry.is_some(),
+        overflow_after: config.pipeline.overflow_after,
+        overflow_mode: config
+            .destinations
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
         telemetry: telemetry.clone(),
         topic_kinds,
         shutdown: shutdown.clone(),
@@ -254,6 +275,9 @@ pub async fn run(
 
     info!(timeout = ?config.pipeline.drain_timeout, "shutting down: draining in-flight deliveries");
     drop(senders);
+    // One deadline for the whole shutdown: the tier consumers drain concurrently (they watch
+    // the same token) and get what is left of it.
+    let drain_started = tokio::time::Instant::now();
     let abandoned = source.drain(config.pipeline.drain_timeout).await;
     source.commit_settled(rdkafka::consumer::CommitMode::Sync);
     if abandoned > 0 {
@@ -267,7 +291,12 @@ pub async fn run(
     }
     source.close();
     if let Some(tasks) = retry_tasks {
-        for problem in tasks.join(config.pipeline.drain_timeout).await {
+        let left = config
+            .pipeline
+            .drain_timeout
+            .saturating_sub(drain_started.elapsed())
+            .max(Duration::from_secs(1));
+        for problem in tasks.join(left).await {
             warn!(%problem, "retry tier shutdown");
         }
     }

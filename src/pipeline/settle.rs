@@ -81,6 +81,18 @@ pub struct Rejected {
     pub payload: Bytes,
 }
 
+/// A delivery handed over *before* its first attempt because its destination had no free
+/// in-flight permit (see `pipeline` module docs, "Overflow").
+#[derive(Debug, Clone)]
+pub struct Overflowed {
+    /// The destination's name.
+    pub destination: String,
+    /// The request (same id on every attempt).
+    pub request: Request,
+    /// Where the message was read.
+    pub source: SourcePosition,
+}
+
 /// Where failures go. Implementations must make the hand-off durable before the returned future
 /// resolves, and retry (never drop) on transient errors.
 pub trait FailurePath: Send + Sync + 'static {
@@ -88,6 +100,20 @@ pub trait FailurePath: Send + Sync + 'static {
     fn park(&self, failed: FailedDelivery) -> Durable;
     /// Hands over a malformed message.
     fn reject(&self, rejected: Rejected) -> Durable;
+    /// Hands over a delivery whose first attempt has not been made, to be made later at the
+    /// destination's own pace. The hand-off must be *ordered*: deliveries to one destination are
+    /// attempted in the order of these calls. `Err` gives the delivery back: this path cannot take
+    /// overflow (the caller waits for a permit instead). The default takes none.
+    fn overflow(&self, overflowed: Overflowed) -> Result<Durable, Box<Overflowed>> {
+        Err(Box::new(overflowed))
+    }
+    /// Whether deliveries to `destination` handed over by [`FailurePath::overflow`] are still
+    /// waiting for their first attempt to start. While true, the caller overflows that
+    /// destination's later deliveries too, so they do not overtake the earlier ones.
+    fn overflowing(&self, destination: &str) -> bool {
+        let _ = destination;
+        false
+    }
 }
 
 /// Today's failure path: everything to the dead-letter topic. Cloning is shallow.

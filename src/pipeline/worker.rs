@@ -1,11 +1,13 @@
 //! One worker: owns a shard of the partitions, decodes each message into a reused simd-json
 //! tape, routes it, renders payloads into a reused buffer, admits each delivery against the
-//! per-destination and total in-flight limits, and spawns its attempt. Messages of one partition
-//! are handled one after another, so first attempts start in partition order (per destination).
+//! per-destination and total in-flight limits, and spawns its attempt, or, when its destination
+//! is saturated and overflow is on, hands it to the overflow tier instead of waiting (see the
+//! `pipeline` module docs). Messages of one partition are handled one after another, so first
+//! attempts start in partition order (per destination, within one process).
 
 use super::breaker::Admission;
 use super::id::delivery_id;
-use super::settle::{FailedDelivery, Failure, Rejected};
+use super::settle::{FailedDelivery, Failure, Overflowed, Rejected};
 use super::user::write_user;
 use super::Shared;
 use crate::deliver::{Outcome, Request, Try};
@@ -16,6 +18,7 @@ use crate::source::{Settlement, SourceMessage};
 use crate::template::{Input, RenderState, Template};
 use bytes::{Bytes, BytesMut};
 use simd_json::{Buffers, Tape};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -275,28 +278,118 @@ impl Worker {
                     });
                 }
                 Body::Ready(body) => {
-                    let Some(permits) = admit(&shared, p.route.destination).await else {
-                        // Shutting down: the rest of this message stays unsettled.
-                        break;
+                    let request = Request {
+                        id,
+                        kind: p.route.kind,
+                        body,
                     };
+                    let permits =
+                        match admit_or_overflow(&shared, p.route.destination, request, &source)
+                            .await
+                        {
+                            Admitted::Direct(permits, request) => (permits, request),
+                            Admitted::Overflowed(durable, permit, id) => {
+                                shared.metrics[p.route.destination].overflowed(&id);
+                                tokio::spawn(async move {
+                                    durable.await;
+                                    settlement.settle();
+                                    drop(permit);
+                                });
+                                continue;
+                            }
+                            // Shutting down: the rest of this message stays unsettled.
+                            Admitted::ShuttingDown => break,
+                        };
+                    let ((per, total), request) = permits;
                     let delivery = Delivery {
                         shared: shared.clone(),
                         destination: p.route.destination,
-                        request: Request {
-                            id,
-                            kind: p.route.kind,
-                            body,
-                        },
+                        request,
                         source: source.clone(),
                         timestamp_ms: msg.timestamp_ms,
                         settlement,
-                        _permits: permits,
+                        _permits: (per, total),
                     };
                     tokio::spawn(delivery.run());
                 }
             }
         }
         self.planned = planned;
+    }
+}
+
+/// What [`admit_or_overflow`] decided for one delivery.
+enum Admitted {
+    /// Attempt it now, holding these permits.
+    Direct((OwnedSemaphorePermit, OwnedSemaphorePermit), Request),
+    /// Handed to the overflow tier: settle once `Durable` resolves, holding the total permit
+    /// until then. Carries the delivery id for the metric.
+    Overflowed(super::settle::Durable, OwnedSemaphorePermit, String),
+    /// Shutdown started while waiting.
+    ShuttingDown,
+}
+
+/// Admits a delivery without waiting on its destination when overflow is on: with a free
+/// per-destination permit (and no earlier overflowed delivery to it still waiting for its first
+/// attempt) it goes direct; otherwise it is handed to the failure path's overflow tier. Either
+/// way it waits for room under the total limit (healthy back-pressure: Kafka is the buffer).
+/// With overflow off (or a failure path that takes none), it waits for a permit as before.
+async fn admit_or_overflow(
+    shared: &Shared,
+    destination: usize,
+    request: Request,
+    source: &SourcePosition,
+) -> Admitted {
+    let d = &shared.destinations[destination];
+    if shared.overflow {
+        let mode = &shared.overflow_mode[destination];
+        let own = if shared.failure.overflowing(&d.name) {
+            None
+        } else {
+            let per = shared.permits[destination].clone();
+            match per.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                // Still saturated since it last overflowed: no wait.
+                Err(_) if mode.load(Ordering::Relaxed) => None,
+                // Newly saturated: a healthy destination frees a permit within milliseconds;
+                // one that does not within `overflow_after` starts overflowing, and stays in
+                // that mode (no more waits) until a permit is free when a delivery arrives.
+                Err(_) => tokio::select! {
+                    biased;
+                    _ = shared.shutdown.cancelled() => return Admitted::ShuttingDown,
+                    p = tokio::time::timeout(shared.overflow_after, per.acquire_owned()) => {
+                        p.ok().and_then(Result::ok)
+                    }
+                },
+            }
+        };
+        mode.store(own.is_none(), Ordering::Relaxed);
+        let Some(total) = admit_total(shared).await else {
+            return Admitted::ShuttingDown;
+        };
+        if let Some(per) = own {
+            return Admitted::Direct((per, total), request);
+        }
+        let id = request.id.clone();
+        let overflowed = Overflowed {
+            destination: d.name.clone(),
+            request,
+            source: source.clone(),
+        };
+        match shared.failure.overflow(overflowed) {
+            Ok(durable) => return Admitted::Overflowed(durable, total, id),
+            Err(back) => {
+                drop(total);
+                return match admit(shared, destination).await {
+                    Some(permits) => Admitted::Direct(permits, back.request),
+                    None => Admitted::ShuttingDown,
+                };
+            }
+        }
+    }
+    match admit(shared, destination).await {
+        Some(permits) => Admitted::Direct(permits, request),
+        None => Admitted::ShuttingDown,
     }
 }
 

@@ -23,6 +23,13 @@ use std::time::{Duration, SystemTime};
 /// The topic prefix of the retry tiers by default: tiers are `hookpipe-retry-1m`, ...
 pub const DEFAULT_TIER_PREFIX: &str = "hookpipe-retry";
 
+/// The overflow tier of `tier_prefix`: `<tier_prefix>-overflow`. Its records wait for their
+/// *first* attempt (`next_attempt = 1`, due at once): the pipeline hands a delivery here instead
+/// of waiting when its destination has no free in-flight permit.
+pub fn overflow_topic(tier_prefix: &str) -> String {
+    format!("{tier_prefix}-overflow")
+}
+
 /// Where a failed delivery went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parked {
@@ -60,6 +67,7 @@ pub struct Parker {
     producer: FutureProducer,
     schedule: Schedule,
     tier_topics: Vec<String>,
+    overflow_topic: String,
     dead_letter_topic: String,
 }
 
@@ -86,6 +94,7 @@ impl Parker {
             producer,
             schedule,
             tier_topics,
+            overflow_topic: overflow_topic(tier_prefix),
             dead_letter_topic: dead_letter_topic.into(),
         }
     }
@@ -98,6 +107,66 @@ impl Parker {
     /// The tier topics, one per distinct wait, ascending.
     pub fn tier_topics(&self) -> &[String] {
         &self.tier_topics
+    }
+
+    /// The overflow tier topic (see [`overflow_topic`]).
+    pub fn overflow_topic(&self) -> &str {
+        &self.overflow_topic
+    }
+
+    /// Hands a delivery over *before* its first attempt: writes it to the overflow tier with
+    /// `next_attempt = 1`, due now, no attempts yet; the returned future resolves once Kafka
+    /// acknowledged it (retrying until it does). The record is queued in the producer **before**
+    /// this returns, so records of one destination (one key, one partition, idempotent producer)
+    /// reach the tier in the order of the calls. The overflow tier's consumer makes attempt 1 at
+    /// the destination's own pace; a failure there follows the schedule from attempt 2, exactly
+    /// as a failed first attempt in the pipeline does.
+    pub fn overflow(
+        &self,
+        destination: &str,
+        request: &Request,
+        source: Option<SourcePosition>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let delivery = ParkedDelivery {
+            format: FORMAT,
+            delivery_id: request.id.clone(),
+            destination: destination.to_string(),
+            kind: request.kind,
+            body: request.body.clone(),
+            source,
+            next_attempt: 1,
+            due_unix_ms: unix_ms(SystemTime::now()),
+            attempts: Vec::new(),
+        };
+        let headers = delivery_headers(&delivery).insert(Header {
+            key: "hookpipe.attempt",
+            value: Some("1"),
+        });
+        let payload = delivery.to_json();
+        let key = delivery.destination;
+        let queued = self
+            .producer
+            .send_result(
+                FutureRecord::to(&self.overflow_topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers.clone()),
+            )
+            .map_err(|(e, _)| e);
+        let this = self.clone();
+        async move {
+            let error = match queued {
+                Ok(ack) => match ack.await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err((e, _))) => e.to_string(),
+                    Err(_) => "producer dropped the record".to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(topic = %this.overflow_topic, %error, "overflow: write to Kafka failed; retrying");
+            this.write(&this.overflow_topic, &key, &payload, headers)
+                .await;
+        }
     }
 
     /// The dead-letter topic.

@@ -16,13 +16,14 @@ use super::tier::{Tier, TierError, TierLimits};
 use super::topics::{ensure_topics, TopicsError};
 use crate::deliver::Client;
 use crate::pipeline::settle::{
-    DeadLetters, Durable, FailedDelivery, Failure, FailurePath, Rejected,
+    DeadLetters, Durable, FailedDelivery, Failure, FailurePath, Overflowed, Rejected,
 };
 use crate::telemetry::Telemetry;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -111,12 +112,57 @@ impl RetryTasks {
     }
 }
 
+/// Per destination: deliveries this process handed to the overflow tier whose first attempt has
+/// not started yet. Raised by [`RetryService`]'s `overflow`, lowered by the overflow tier's
+/// consumer when it starts a first attempt (saturating: a record another process overflowed may
+/// be read here too).
+#[derive(Debug, Default)]
+pub struct OverflowBacklog {
+    waiting: HashMap<String, AtomicUsize>,
+}
+
+impl OverflowBacklog {
+    /// A backlog for these destinations (others are never counted).
+    pub fn new<'a>(destinations: impl IntoIterator<Item = &'a String>) -> OverflowBacklog {
+        OverflowBacklog {
+            waiting: destinations
+                .into_iter()
+                .map(|d| (d.clone(), AtomicUsize::new(0)))
+                .collect(),
+        }
+    }
+
+    /// One more delivery to `destination` waits in the overflow tier.
+    pub fn raise(&self, destination: &str) {
+        if let Some(n) = self.waiting.get(destination) {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A first attempt to `destination` from the overflow tier started.
+    pub fn lower(&self, destination: &str) {
+        if let Some(n) = self.waiting.get(destination) {
+            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(1))
+            });
+        }
+    }
+
+    /// Deliveries to `destination` waiting for their first attempt in the overflow tier.
+    pub fn waiting(&self, destination: &str) -> usize {
+        self.waiting
+            .get(destination)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+}
+
 /// The durable retry path behind the pipeline's [`FailurePath`]. Cloning is shallow.
 #[derive(Clone, Debug)]
 pub struct RetryService {
     parker: Parker,
     dead_letters: DeadLetters,
     telemetry: Arc<Telemetry>,
+    backlog: Arc<OverflowBacklog>,
 }
 
 impl RetryService {
@@ -140,10 +186,16 @@ impl RetryService {
             &settings.tier_prefix,
             dead_letter_topic,
         );
+        let topics: Vec<String> = parker
+            .tier_topics()
+            .iter()
+            .cloned()
+            .chain([parker.overflow_topic().to_string()])
+            .collect();
         if settings.create_topics {
             ensure_topics(
                 base,
-                parker.tier_topics(),
+                &topics,
                 settings.tier_partitions,
                 settings.replication,
                 Duration::from_secs(30),
@@ -152,18 +204,30 @@ impl RetryService {
         }
         let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
             .map_err(RetryStartError::Producer)?;
+        let backlog = Arc::new(OverflowBacklog::new(clients.keys()));
         let clients = Arc::new(clients);
         let mut tasks = JoinSet::new();
-        for topic in parker.tier_topics() {
-            let tier = Tier::new(
+        // The overflow tier gets a group of its own (`<group_id>-overflow`), so its consumer
+        // joining or leaving never rebalances the retry tiers' group (and the other way round).
+        let overflow_group = format!("{}-overflow", settings.group_id);
+        for topic in &topics {
+            let group = if topic == parker.overflow_topic() {
+                &overflow_group
+            } else {
+                &settings.group_id
+            };
+            let mut tier = Tier::new(
                 base,
-                &settings.group_id,
+                group,
                 topic,
                 clients.clone(),
                 parker.clone(),
                 settings.limits,
             )?
             .with_telemetry(telemetry.clone());
+            if topic == parker.overflow_topic() {
+                tier = tier.with_overflow_backlog(backlog.clone());
+            }
             tasks.spawn(tier.run(shutdown.clone()));
         }
         Ok((
@@ -171,6 +235,7 @@ impl RetryService {
                 parker,
                 dead_letters,
                 telemetry,
+                backlog,
             },
             RetryTasks { tasks },
         ))
@@ -212,5 +277,45 @@ impl FailurePath for RetryService {
 
     fn reject(&self, rejected: Rejected) -> Durable {
         self.dead_letters.reject(rejected)
+    }
+
+    fn overflow(&self, o: Overflowed) -> Result<Durable, Box<Overflowed>> {
+        // Counted before the record is queued, so the caller's next delivery to this
+        // destination already sees it waiting.
+        self.backlog.raise(&o.destination);
+        Ok(Box::pin(self.parker.overflow(
+            &o.destination,
+            &o.request,
+            Some(o.source),
+        )))
+    }
+
+    fn overflowing(&self, destination: &str) -> bool {
+        self.backlog.waiting(destination) > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OverflowBacklog;
+
+    #[test]
+    fn the_overflow_backlog_counts_per_destination_and_never_goes_below_zero() {
+        let names = ["slow".to_string(), "healthy".to_string()];
+        let b = OverflowBacklog::new(&names);
+        b.raise("slow");
+        b.raise("slow");
+        b.raise("unknown");
+        assert_eq!(b.waiting("slow"), 2);
+        assert_eq!(b.waiting("healthy"), 0);
+        assert_eq!(b.waiting("unknown"), 0);
+        b.lower("slow");
+        assert_eq!(b.waiting("slow"), 1);
+        // A record another process overflowed, started here: never below zero.
+        b.lower("healthy");
+        b.lower("slow");
+        b.lower("slow");
+        assert_eq!(b.waiting("slow"), 0);
+        assert_eq!(b.waiting("healthy"), 0);
     }
 }

@@ -186,6 +186,8 @@ pub struct Tier {
     saturated: bool,
     tasks: JoinSet<(i32, i64, String)>,
     telemetry: Option<Arc<Telemetry>>,
+    /// Set on the overflow tier: lowered as each first attempt starts.
+    backlog: Option<Arc<super::service::OverflowBacklog>>,
 }
 
 impl Tier {
@@ -229,6 +231,7 @@ impl Tier {
             saturated: false,
             tasks: JoinSet::new(),
             telemetry: None,
+            backlog: None,
         })
     }
 
@@ -236,6 +239,14 @@ impl Tier {
     /// failed, duration) and every delivery dead-lettered after its last attempt.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Tier {
         self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Makes this the overflow tier: every first attempt it starts lowers `backlog` for its
+    /// destination, so the pipeline knows when a destination's overflowed deliveries have all
+    /// started and its later ones may go direct again without overtaking them.
+    pub fn with_overflow_backlog(mut self, backlog: Arc<super::service::OverflowBacklog>) -> Tier {
+        self.backlog = Some(backlog);
         self
     }
 
@@ -431,6 +442,11 @@ impl Tier {
             let parker = self.parker.clone();
             let client = self.clients.get(&dest).cloned();
             let telemetry = self.telemetry.clone();
+            if let (Some(b), Work::Attempt(d)) = (&self.backlog, &job.work) {
+                if d.next_attempt == 1 {
+                    b.lower(&d.destination);
+                }
+            }
             self.tasks.spawn(async move {
                 match job.work {
                     Work::Attempt(delivery) => {

@@ -43,6 +43,7 @@ pub struct Telemetry {
     delivery_duration: Family<Labels, Histogram>,
     in_flight: Family<Labels, Gauge>,
     filter_errors: Family<Labels, Counter>,
+    overflowed: Family<Labels, Counter>,
     end_to_end: Histogram,
     end_to_end_over_target: Counter,
     end_to_end_percentiles: [Gauge<f64, AtomicU64>; 3],
@@ -119,6 +120,12 @@ impl Telemetry {
             "Filter expressions that failed to evaluate (the event is not sent), by destination",
             filter_errors.clone(),
         );
+        let overflowed = Family::<Labels, Counter>::default();
+        registry.register(
+            "hookpipe_deliveries_overflowed",
+            "Deliveries handed to the overflow tier before their first attempt (destination saturated), by destination",
+            overflowed.clone(),
+        );
         let end_to_end = Histogram::new(seconds_buckets());
         registry.register(
             "hookpipe_end_to_end_latency_seconds",
@@ -189,6 +196,7 @@ impl Telemetry {
             delivery_duration,
             in_flight,
             filter_errors,
+            overflowed,
             end_to_end,
             end_to_end_over_target,
             end_to_end_percentiles,
@@ -219,6 +227,7 @@ impl Telemetry {
         let duration = self.delivery_duration.get_or_create(&dest).clone();
         let in_flight = self.in_flight.get_or_create(&dest).clone();
         let filter_errors = self.filter_errors.get_or_create(&dest).clone();
+        let overflowed = self.overflowed.get_or_create(&dest).clone();
         DestinationMetrics {
             name: name.to_string(),
             delivered,
@@ -227,6 +236,7 @@ impl Telemetry {
             duration,
             in_flight,
             filter_errors,
+            overflowed,
         }
     }
 
@@ -406,6 +416,7 @@ pub struct DestinationMetrics {
     duration: Histogram,
     in_flight: Gauge,
     filter_errors: Counter,
+    overflowed: Counter,
 }
 
 impl DestinationMetrics {
@@ -435,6 +446,12 @@ impl DestinationMetrics {
             took_ms = took.as_millis() as u64,
             "delivery attempt"
         );
+    }
+
+    /// A delivery was handed to the overflow tier before its first attempt.
+    pub fn overflowed(&self, id: &str) {
+        self.overflowed.inc();
+        debug!(destination = %self.name, delivery_id = id, "destination saturated: delivery overflowed to the overflow tier");
     }
 
     /// A first attempt was skipped because the destination's circuit is open.
