@@ -979,7 +979,23 @@ impl<'s> Gen<'s> {
                 self.emit(Instr::Exists);
             }
             ExprKind::Default(inner, rhs) => {
-                self.expr(inner, false)?;
+                // Inside `(...)!`, a missing step before the last one escapes to the outer
+                // default (FreeMarker's InvalidReferenceException), so the whole `a.b!c` is missing.
+                let mut escape = None;
+                match &inner.kind {
+                    ExprKind::Dot(recv, name) if tolerant && Gen::may_be_missing(recv) => {
+                        self.expr(recv, true)?;
+                        let j = self.emit(Instr::DefaultJump(0));
+                        self.emit(Instr::PushMissing);
+                        escape = Some(self.emit(Instr::Jump(0)));
+                        let h = self.here();
+                        self.patch(j, h);
+                        let c = self.str_const(name);
+                        let d = self.dbg(inner);
+                        self.emit(Instr::Dot(c, d));
+                    }
+                    _ => self.expr(inner, false)?,
+                }
                 let j = self.emit(Instr::DefaultJump(0));
                 match rhs {
                     Some(r) => self.value(r)?,
@@ -989,6 +1005,9 @@ impl<'s> Gen<'s> {
                 }
                 let h = self.here();
                 self.patch(j, h);
+                if let Some(e) = escape {
+                    self.patch(e, h);
+                }
             }
             ExprKind::Parens(inner) => self.expr(inner, true)?,
             ExprKind::Not(x) => {
@@ -1150,7 +1169,6 @@ impl<'s> Gen<'s> {
         args: Option<&[Expr]>,
         tolerant: bool,
     ) -> GResult<()> {
-        let _ = tolerant;
         // Loop variable built-ins.
         if let ExprKind::Var(v) = &recv.kind {
             if let Some(Binding::Loop { lp, .. }) = self.lookup(v) {
@@ -1194,8 +1212,18 @@ impl<'s> Gen<'s> {
         let Some(bi) = Bi::from_name(name) else {
             return self.err(e.pos, format!("Unknown built-in: \"{name}\""));
         };
+        // Inside `(...)!`/`(...)??` a missing receiver makes the whole chain missing, as
+        // FreeMarker's default operator catches the InvalidReferenceException.
+        let mut skip = None;
         if bi.tolerates_missing() {
             self.expr(recv, false)?;
+        } else if tolerant && Gen::may_be_missing(recv) {
+            self.expr(recv, true)?;
+            let j = self.emit(Instr::DefaultJump(0));
+            self.emit(Instr::PushMissing);
+            skip = Some(self.emit(Instr::Jump(0)));
+            let h = self.here();
+            self.patch(j, h);
         } else {
             self.value(recv)?;
         }
@@ -1210,6 +1238,10 @@ impl<'s> Gen<'s> {
         }
         let d = self.dbg(recv);
         self.emit(Instr::Builtin(bi, args.len() as u8, d));
+        if let Some(j) = skip {
+            let h = self.here();
+            self.patch(j, h);
+        }
         Ok(())
     }
 }
