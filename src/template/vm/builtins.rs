@@ -1196,6 +1196,10 @@ fn sort<'a>(
     }
     let base_sp = vm.stack.len();
     let n = vm.push_items(recv, dbg, "?sort\" left-hand operand")?;
+    if n == 0 {
+        // FreeMarker returns an empty sequence itself (a JSON array stays a hash too).
+        return Ok(recv);
+    }
     // Sort keys: the items themselves, or their `key` sub-variable.
     let mut keys: Vec<(Value<'a>, usize)> = Vec::with_capacity(n);
     for i in 0..n {
