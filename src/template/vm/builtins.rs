@@ -362,6 +362,9 @@ fn eval<'a>(
                 match s {
                     "true" => Value::Bool(true),
                     "false" => Value::Bool(false),
+                    // FreeMarker also accepts the boolean_format words.
+                    _ if s == vm.bool_text(true) => Value::Bool(true),
+                    _ if s == vm.bool_text(false) => Value::Bool(false),
                     _ => {
                         return Err(fail(
                             dbg,
