@@ -648,6 +648,12 @@ impl<'s> Gen<'s> {
         self.expr(source, false)?;
         let d = self.dbg(source);
         self.emit(Instr::Check(d));
+        let hash_listing = if vars.is_empty() {
+            items_vars(&n.children).is_some_and(|v| v > 1)
+        } else {
+            vars.len() > 1
+        };
+        self.emit(Instr::CheckListing(hash_listing, d));
         let lp = self.frame.loops;
         self.frame.loops += 1;
         let init = self.emit(Instr::LoopInit(lp, 0, d));
@@ -1244,4 +1250,13 @@ impl<'s> Gen<'s> {
         }
         Ok(())
     }
+}
+
+/// The loop-variable count of the `#items` belonging to a `#list` whose body is `nodes`.
+fn items_vars(nodes: &[Node]) -> Option<usize> {
+    nodes.iter().find_map(|n| match &n.kind {
+        NodeKind::Items(vars) => Some(vars.len()),
+        NodeKind::List { .. } | NodeKind::ListWithElse => None,
+        _ => items_vars(&n.children),
+    })
 }
