@@ -623,6 +623,9 @@ impl<'s> Gen<'s> {
             }
             AssignOp::Inc | AssignOp::Dec => {
                 self.value(&var)?;
+                // `++`/`--` need a number (FreeMarker fails on a string instead of concatenating).
+                let d = self.dbg(&var);
+                self.emit(Instr::Plus(d));
                 let one = self.p.consts.len() as u32;
                 self.p
                     .consts
