@@ -1539,7 +1539,17 @@ impl<'s> Parser<'s> {
                 Tok::Op("!") => {
                     self.pos = t.end;
                     let n = self.peek()?;
-                    if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
+                    // FreeMarker takes a default value only if one parses (`x! + -1` is `x!`
+                    // plus -1): unary `+`/`-` must be followed by a primary expression.
+                    let mut rhs_parses = can_start_expr(&n.tok) && n.tok != Tok::Op("!");
+                    if matches!(n.tok, Tok::Op("+") | Tok::Op("-")) {
+                        let here = self.pos;
+                        self.pos = n.end;
+                        let after = self.peek()?;
+                        self.pos = here;
+                        rhs_parses = !matches!(after.tok, Tok::Op("+" | "-" | "!"));
+                    }
+                    if rhs_parses {
                         let rhs = Some(Box::new(self.parse_expr()?));
                         return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
                     }
