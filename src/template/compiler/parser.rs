@@ -1379,7 +1379,12 @@ impl<'s> Parser<'s> {
         match t.tok {
             Tok::Op("!") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                // FreeMarker: `!` applies to another `!` or a primary expression (`!-x` fails).
+                let e = if self.peek()?.tok == Tok::Op("!") {
+                    self.parse_unary()?
+                } else {
+                    self.parse_postfix()?
+                };
                 Ok(self.mk(ExprKind::Not(Box::new(e)), t.start))
             }
             Tok::Op("-") => {
