@@ -907,7 +907,7 @@ impl<'s> Parser<'s> {
                         "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
                     );
                 }
-                let list = Node {
+                let mut list = Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
                     end_line: self.end_line(at),
@@ -916,6 +916,9 @@ impl<'s> Parser<'s> {
                 let mut else_children = Vec::new();
                 let b2 = self.parse_elements(&mut else_children)?;
                 let end = self.expect_end(b2, end_name, start)?;
+                // FreeMarker's IteratorBlock spans up to `</#list>`, which matters for
+                // white-space stripping of the #else body's first line.
+                list.end_line = self.end_line(end);
                 let _ = else_end;
                 let els = Node {
                     kind: NodeKind::ListElse,
