@@ -1034,6 +1034,33 @@ impl<'s> Gen<'s> {
                 let d = self.dbg(x);
                 self.emit(Instr::Plus(d));
             }
+            ExprKind::Binary(op, l, r) if tolerant => {
+                // Inside `(...)!`/`(...)??` a missing operand makes the result missing.
+                let mut skips = Vec::new();
+                self.expr(l, true)?;
+                if Gen::may_be_missing(l) {
+                    let j = self.emit(Instr::DefaultJump(0));
+                    self.emit(Instr::PushMissing);
+                    skips.push(self.emit(Instr::Jump(0)));
+                    let h = self.here();
+                    self.patch(j, h);
+                }
+                self.expr(r, true)?;
+                if Gen::may_be_missing(r) {
+                    let j = self.emit(Instr::DefaultJump(0));
+                    self.emit(Instr::Pop);
+                    self.emit(Instr::PushMissing);
+                    skips.push(self.emit(Instr::Jump(0)));
+                    let h = self.here();
+                    self.patch(j, h);
+                }
+                let d = self.dbg(e);
+                self.emit(Instr::Bin(*op, d));
+                let h = self.here();
+                for j in skips {
+                    self.patch(j, h);
+                }
+            }
             ExprKind::Binary(op, l, r) => {
                 self.value(l)?;
                 self.value(r)?;
