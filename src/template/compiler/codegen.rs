@@ -984,7 +984,7 @@ impl<'s> Gen<'s> {
                 self.builtin(e, recv, name, args.as_deref(), tolerant)?
             }
             ExprKind::Exists(inner) => {
-                self.expr(inner, false)?;
+                self.expr(inner, matches!(inner.kind, ExprKind::Parens(_)))?;
                 self.emit(Instr::Exists);
             }
             ExprKind::Default(inner, rhs) => {
@@ -1003,7 +1003,7 @@ impl<'s> Gen<'s> {
                         let d = self.dbg(inner);
                         self.emit(Instr::Dot(c, d));
                     }
-                    _ => self.expr(inner, false)?,
+                    _ => self.expr(inner, matches!(inner.kind, ExprKind::Parens(_)))?,
                 }
                 let j = self.emit(Instr::DefaultJump(0));
                 match rhs {
@@ -1018,7 +1018,8 @@ impl<'s> Gen<'s> {
                     self.patch(e, h);
                 }
             }
-            ExprKind::Parens(inner) => self.expr(inner, true)?,
+            // Only `(...)!` and `(...)??` make the parenthesised expression tolerant.
+            ExprKind::Parens(inner) => self.expr(inner, tolerant)?,
             ExprKind::Not(x) => {
                 self.value(x)?;
                 let d = self.dbg(x);
@@ -1252,7 +1253,8 @@ impl<'s> Gen<'s> {
         // FreeMarker's default operator catches the InvalidReferenceException.
         let mut skip = None;
         if bi.tolerates_missing() {
-            self.expr(recv, false)?;
+            // `(a.b)?has_content` and the like also cover the whole parenthesised chain.
+            self.expr(recv, matches!(recv.kind, ExprKind::Parens(_)))?;
         } else if tolerant && Gen::may_be_missing(recv) {
             self.expr(recv, true)?;
             let j = self.emit(Instr::DefaultJump(0));
