@@ -623,6 +623,9 @@ impl<'s> Gen<'s> {
             }
             AssignOp::Inc | AssignOp::Dec => {
                 self.value(&var)?;
+                // `++`/`--` need a number (FreeMarker fails on a string instead of concatenating).
+                let d = self.dbg(&var);
+                self.emit(Instr::Plus(d));
                 let one = self.p.consts.len() as u32;
                 self.p
                     .consts
@@ -648,6 +651,12 @@ impl<'s> Gen<'s> {
         self.expr(source, false)?;
         let d = self.dbg(source);
         self.emit(Instr::Check(d));
+        let hash_listing = if vars.is_empty() {
+            items_vars(&n.children).is_some_and(|v| v > 1)
+        } else {
+            vars.len() > 1
+        };
+        self.emit(Instr::CheckListing(hash_listing, d));
         let lp = self.frame.loops;
         self.frame.loops += 1;
         let init = self.emit(Instr::LoopInit(lp, 0, d));
@@ -975,11 +984,27 @@ impl<'s> Gen<'s> {
                 self.builtin(e, recv, name, args.as_deref(), tolerant)?
             }
             ExprKind::Exists(inner) => {
-                self.expr(inner, false)?;
+                self.expr(inner, matches!(inner.kind, ExprKind::Parens(_)))?;
                 self.emit(Instr::Exists);
             }
             ExprKind::Default(inner, rhs) => {
-                self.expr(inner, false)?;
+                // Inside `(...)!`, a missing step before the last one escapes to the outer
+                // default (FreeMarker's InvalidReferenceException), so the whole `a.b!c` is missing.
+                let mut escape = None;
+                match &inner.kind {
+                    ExprKind::Dot(recv, name) if tolerant && Gen::may_be_missing(recv) => {
+                        self.expr(recv, true)?;
+                        let j = self.emit(Instr::DefaultJump(0));
+                        self.emit(Instr::PushMissing);
+                        escape = Some(self.emit(Instr::Jump(0)));
+                        let h = self.here();
+                        self.patch(j, h);
+                        let c = self.str_const(name);
+                        let d = self.dbg(inner);
+                        self.emit(Instr::Dot(c, d));
+                    }
+                    _ => self.expr(inner, matches!(inner.kind, ExprKind::Parens(_)))?,
+                }
                 let j = self.emit(Instr::DefaultJump(0));
                 match rhs {
                     Some(r) => self.value(r)?,
@@ -989,8 +1014,12 @@ impl<'s> Gen<'s> {
                 }
                 let h = self.here();
                 self.patch(j, h);
+                if let Some(e) = escape {
+                    self.patch(e, h);
+                }
             }
-            ExprKind::Parens(inner) => self.expr(inner, true)?,
+            // Only `(...)!` and `(...)??` make the parenthesised expression tolerant.
+            ExprKind::Parens(inner) => self.expr(inner, tolerant)?,
             ExprKind::Not(x) => {
                 self.value(x)?;
                 let d = self.dbg(x);
@@ -1005,6 +1034,33 @@ impl<'s> Gen<'s> {
                 self.value(x)?;
                 let d = self.dbg(x);
                 self.emit(Instr::Plus(d));
+            }
+            ExprKind::Binary(op, l, r) if tolerant => {
+                // Inside `(...)!`/`(...)??` a missing operand makes the result missing.
+                let mut skips = Vec::new();
+                self.expr(l, true)?;
+                if Gen::may_be_missing(l) {
+                    let j = self.emit(Instr::DefaultJump(0));
+                    self.emit(Instr::PushMissing);
+                    skips.push(self.emit(Instr::Jump(0)));
+                    let h = self.here();
+                    self.patch(j, h);
+                }
+                self.expr(r, true)?;
+                if Gen::may_be_missing(r) {
+                    let j = self.emit(Instr::DefaultJump(0));
+                    self.emit(Instr::Pop);
+                    self.emit(Instr::PushMissing);
+                    skips.push(self.emit(Instr::Jump(0)));
+                    let h = self.here();
+                    self.patch(j, h);
+                }
+                let d = self.dbg(e);
+                self.emit(Instr::Bin(*op, d));
+                let h = self.here();
+                for j in skips {
+                    self.patch(j, h);
+                }
             }
             ExprKind::Binary(op, l, r) => {
                 self.value(l)?;
@@ -1150,7 +1206,6 @@ impl<'s> Gen<'s> {
         args: Option<&[Expr]>,
         tolerant: bool,
     ) -> GResult<()> {
-        let _ = tolerant;
         // Loop variable built-ins.
         if let ExprKind::Var(v) = &recv.kind {
             if let Some(Binding::Loop { lp, .. }) = self.lookup(v) {
@@ -1194,8 +1249,19 @@ impl<'s> Gen<'s> {
         let Some(bi) = Bi::from_name(name) else {
             return self.err(e.pos, format!("Unknown built-in: \"{name}\""));
         };
+        // Inside `(...)!`/`(...)??` a missing receiver makes the whole chain missing, as
+        // FreeMarker's default operator catches the InvalidReferenceException.
+        let mut skip = None;
         if bi.tolerates_missing() {
-            self.expr(recv, false)?;
+            // `(a.b)?has_content` and the like also cover the whole parenthesised chain.
+            self.expr(recv, matches!(recv.kind, ExprKind::Parens(_)))?;
+        } else if tolerant && Gen::may_be_missing(recv) {
+            self.expr(recv, true)?;
+            let j = self.emit(Instr::DefaultJump(0));
+            self.emit(Instr::PushMissing);
+            skip = Some(self.emit(Instr::Jump(0)));
+            let h = self.here();
+            self.patch(j, h);
         } else {
             self.value(recv)?;
         }
@@ -1210,6 +1276,19 @@ impl<'s> Gen<'s> {
         }
         let d = self.dbg(recv);
         self.emit(Instr::Builtin(bi, args.len() as u8, d));
+        if let Some(j) = skip {
+            let h = self.here();
+            self.patch(j, h);
+        }
         Ok(())
     }
+}
+
+/// The loop-variable count of the `#items` belonging to a `#list` whose body is `nodes`.
+fn items_vars(nodes: &[Node]) -> Option<usize> {
+    nodes.iter().find_map(|n| match &n.kind {
+        NodeKind::Items(vars) => Some(vars.len()),
+        NodeKind::List { .. } | NodeKind::ListWithElse => None,
+        _ => items_vars(&n.children),
+    })
 }

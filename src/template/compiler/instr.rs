@@ -117,6 +117,9 @@ pub enum Instr {
     MakeHash(u32),
     /// Pops `n` values, pushes their concatenation as a string (string-literal interpolation).
     Concat(u32, u32),
+    /// Fails unless the listed value on top suits the loop variables: a hash needs `k, v`
+    /// (flag true), a sequence only one.
+    CheckListing(bool, u32),
     /// Pops the listed value into loop `l` of the frame; jumps to the target when it is empty.
     LoopInit(u32, u32, u32),
     /// Advances loop `l`, storing the item into local `a` (and the value into `b` for hash

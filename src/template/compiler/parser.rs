@@ -907,7 +907,7 @@ impl<'s> Parser<'s> {
                         "#list must have either \"as loopVar\" parameter or nested #items that belongs to it.",
                     );
                 }
-                let list = Node {
+                let mut list = Node {
                     kind: NodeKind::List { source, vars },
                     begin: self.pos_of(start),
                     end_line: self.end_line(at),
@@ -916,6 +916,9 @@ impl<'s> Parser<'s> {
                 let mut else_children = Vec::new();
                 let b2 = self.parse_elements(&mut else_children)?;
                 let end = self.expect_end(b2, end_name, start)?;
+                // FreeMarker's IteratorBlock spans up to `</#list>`, which matters for
+                // white-space stripping of the #else body's first line.
+                list.end_line = self.end_line(end);
                 let _ = else_end;
                 let els = Node {
                     kind: NodeKind::ListElse,
@@ -1379,7 +1382,12 @@ impl<'s> Parser<'s> {
         match t.tok {
             Tok::Op("!") => {
                 self.pos = t.end;
-                let e = self.parse_unary()?;
+                // FreeMarker: `!` applies to another `!` or a primary expression (`!-x` fails).
+                let e = if self.peek()?.tok == Tok::Op("!") {
+                    self.parse_unary()?
+                } else {
+                    self.parse_postfix()?
+                };
                 Ok(self.mk(ExprKind::Not(Box::new(e)), t.start))
             }
             Tok::Op("-") => {
@@ -1539,7 +1547,17 @@ impl<'s> Parser<'s> {
                 Tok::Op("!") => {
                     self.pos = t.end;
                     let n = self.peek()?;
-                    if can_start_expr(&n.tok) && n.tok != Tok::Op("!") {
+                    // FreeMarker takes a default value only if one parses (`x! + -1` is `x!`
+                    // plus -1): unary `+`/`-` must be followed by a primary expression.
+                    let mut rhs_parses = can_start_expr(&n.tok) && n.tok != Tok::Op("!");
+                    if matches!(n.tok, Tok::Op("+") | Tok::Op("-")) {
+                        let here = self.pos;
+                        self.pos = n.end;
+                        let after = self.peek()?;
+                        self.pos = here;
+                        rhs_parses = !matches!(after.tok, Tok::Op("+" | "-" | "!"));
+                    }
+                    if rhs_parses {
                         let rhs = Some(Box::new(self.parse_expr()?));
                         return Ok(self.mk(ExprKind::Default(Box::new(e), rhs), start));
                     }

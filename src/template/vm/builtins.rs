@@ -362,6 +362,9 @@ fn eval<'a>(
                 match s {
                     "true" => Value::Bool(true),
                     "false" => Value::Bool(false),
+                    // FreeMarker also accepts the boolean_format words.
+                    _ if s == vm.bool_text(true) => Value::Bool(true),
+                    _ if s == vm.bool_text(false) => Value::Bool(false),
                     _ => {
                         return Err(fail(
                             dbg,
@@ -1171,23 +1174,52 @@ fn sort<'a>(
     args: &[Value<'a>],
     dbg: u32,
 ) -> VResult<Value<'a>> {
+    // `?sort_by` key: one name, or a sequence of names walking into nested hashes.
+    let mut path: Vec<std::string::String> = Vec::new();
+    if bi == Bi::SortBy {
+        want_args(bi, args, 1, 1, dbg)?;
+        if let Some(k) = vm.str_of(&args[0]) {
+            path.push(k.to_string());
+        } else {
+            let sp = vm.stack.len();
+            let m = vm.push_items(args[0], dbg, "?sort_by\" argument")?;
+            for i in 0..m {
+                let v = vm.stack[sp + i];
+                let Some(k) = vm.str_of(&v) else {
+                    vm.stack.truncate(sp);
+                    return Err(fail(
+                        dbg,
+                        format!("The argument to ?sort_by(key), when it's a sequence, must be a sequence of strings, but the item at index {i} is not a string."),
+                    ));
+                };
+                path.push(k.to_string());
+            }
+            vm.stack.truncate(sp);
+        }
+    }
     let base_sp = vm.stack.len();
     let n = vm.push_items(recv, dbg, "?sort\" left-hand operand")?;
+    if n == 0 {
+        // FreeMarker returns an empty sequence itself (a JSON array stays a hash too).
+        return Ok(recv);
+    }
     // Sort keys: the items themselves, or their `key` sub-variable.
     let mut keys: Vec<(Value<'a>, usize)> = Vec::with_capacity(n);
     for i in 0..n {
         let item = vm.stack[base_sp + i];
         let key = if bi == Bi::SortBy {
-            want_args(bi, args, 1, 1, dbg)?;
-            let k = vm.str_of(&args[0]).unwrap_or("").to_string();
-            match item {
-                Value::Json(j) => j
-                    .as_object()
-                    .and_then(|o| o.get(k.as_str()))
-                    .map_or(Value::Missing, Value::from_tape),
-                Value::Hash(s, len) => vm.hash_get(s, len, &k),
-                _ => Value::Missing,
+            let mut cur = item;
+            for k in &path {
+                cur = match cur {
+                    Value::Json(j) => j
+                        .as_object()
+                        .and_then(|o| o.get(k.as_str()))
+                        .map_or(Value::Missing, Value::from_tape),
+                    Value::Hash(s, len) => vm.hash_get(s, len, k),
+                    _ => Value::Missing,
+                };
             }
+            cur
         } else {
             item
         };

@@ -1614,6 +1614,25 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.scratch_to_arena()?;
                     self.stack.push(v);
                 }
+                Instr::CheckListing(hash_listing, dbg) => {
+                    let v = self.stack.last().copied().unwrap_or(Value::Missing);
+                    let is_hash = match v {
+                        Value::Json(j) => j.as_object().is_some(),
+                        Value::Hash(..) => true,
+                        _ => false,
+                    };
+                    let is_seq = match v {
+                        Value::Json(j) => j.as_array().is_some(),
+                        Value::Seq(..) | Value::Coll(..) | Value::Range(_) => true,
+                        _ => false,
+                    };
+                    if is_hash && !hash_listing {
+                        return Err(fail(dbg, "The value you try to list is an extended_hash, thus you must specify two loop variables after the \"as\"; one for the key, and another for the value, like <#... as k, v>)."));
+                    }
+                    if is_seq && hash_listing {
+                        return Err(fail(dbg, "The value you try to list is a sequence, thus you must specify only one loop variable after the \"as\" (there's no separate key and value)."));
+                    }
+                }
                 Instr::LoopInit(l, t, dbg) => {
                     let v = self.pop();
                     if self.loop_init(ctx.loop_base + l as usize, v, dbg)? {

@@ -1,0 +1,1 @@
+${(input.props.missing.deeper)?has_content?c} ${(input.props.missing.deeper)?default("d")} ${(input.props.missing.deeper)??} ${(input.p + 1)?has_content?c}

@@ -1,0 +1,1 @@
+${(x + 1)!"d"}|${(input.a * 2 - input.zz)!"d"}|${(input.a + input.a)!"d"}|${(input.a == input.q)!"d"}|${((input.a + x)??)?c}

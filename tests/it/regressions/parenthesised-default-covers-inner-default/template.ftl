@@ -1,0 +1,1 @@
+${(input.props.missing.deeper!"dflt"?split(",")?last)!"none"}|${(x.b!"c")!"d"}|${(input.a.b!"c")!"d"}|${(input.x!"c")!"d"}

@@ -1,0 +1,1 @@
+<#if input.tags?seq_contains((input.props.missing.deeper!0 % 3))></#if>
