@@ -96,6 +96,7 @@ pub fn generate(root: &Node, src: &str, html_output: bool, json_mode: bool) -> G
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
     g.compile_macros(root)?;
+    g.p.index_input_keys();
     Ok(g.p)
 }
 
@@ -106,6 +107,7 @@ pub fn generate_expr(e: &Expr, src: &str) -> GResult<Program> {
     g.emit(Instr::Ret);
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
+    g.p.index_input_keys();
     Ok(g.p)
 }
 
