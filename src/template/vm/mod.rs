@@ -1127,7 +1127,11 @@ impl<'a, 'o> Vm<'a, 'o> {
         Ok(len == Some(0))
     }
 
-    fn loop_next(&mut self, l: usize) -> Option<(Value<'a>, Value<'a>)> {
+    /// Advances loop `l`, storing its next item into local slot `a` (and, for hash listing,
+    /// the value into slot `b`, unless `b` is `u32::MAX`). `false` when the loop is exhausted.
+    /// Writes the locals in place rather than returning a pair of values (they are large).
+    #[inline(always)]
+    fn loop_next(&mut self, l: usize, a: usize, b: u32, base: usize) -> bool {
         let st = &mut self.loops[l];
         if st.started {
             st.index += 1;
@@ -1136,29 +1140,43 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         if let Some(len) = st.len {
             if st.index >= len {
-                return None;
+                return false;
             }
         }
         let idx = st.index;
-        match &mut st.src {
-            LoopSrc::Arr(it) => it.next().map(|v| (Value::from_tape(v), Value::Missing)),
-            LoopSrc::Obj(it) => it.next().map(|(k, v)| (Value::Str(k), Value::from_tape(v))),
+        let (x, y) = match &mut st.src {
+            LoopSrc::Arr(it) => match it.next() {
+                Some(v) => {
+                    // The common case (a JSON array): no second value.
+                    self.locals[a] = Value::from_tape(v);
+                    return true;
+                }
+                None => return false,
+            },
+            LoopSrc::Obj(it) => match it.next() {
+                Some((k, v)) => (Value::Str(k), Value::from_tape(v)),
+                None => return false,
+            },
             LoopSrc::Pool(s) => {
                 let s = *s;
-                Some((self.seqs[s as usize + idx], Value::Missing))
+                (self.seqs[s as usize + idx], Value::Missing)
             }
             LoopSrc::PoolHash(s) => {
                 let s = *s;
-                let (k, v) = self.hashes[s as usize + idx];
-                Some((k, v))
+                self.hashes[s as usize + idx]
             }
-            LoopSrc::Range(r) => Some((
+            LoopSrc::Range(r) => (
                 Value::Num(Number::Int(
                     r.start.wrapping_add((idx as i64).wrapping_mul(r.step)) as i32,
                 )),
                 Value::Missing,
-            )),
+            ),
+        };
+        self.locals[a] = x;
+        if b != u32::MAX {
+            self.locals[base + b as usize] = y;
         }
+        true
     }
 
     fn has_next(&self, l: usize) -> bool {
@@ -1672,15 +1690,12 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
-                Instr::LoopNext(l, a, b, t) => match self.loop_next(ctx.loop_base + l as usize) {
-                    Some((x, y)) => {
-                        self.locals[ctx.base + a as usize] = x;
-                        if b != u32::MAX {
-                            self.locals[ctx.base + b as usize] = y;
-                        }
+                Instr::LoopNext(l, a, b, t) => {
+                    let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
+                    if !self.loop_next(li, ai, b, ctx.base) {
+                        pc = t as usize;
                     }
-                    None => pc = t as usize,
-                },
+                }
                 Instr::JumpIfLast(l, t) => {
                     if !self.has_next(ctx.loop_base + l as usize) {
                         pc = t as usize;
@@ -1871,7 +1886,7 @@ fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &str) -> Value<'a> 
 }
 
 /// Byte equality tuned for object keys (mostly under 16 bytes): lengths first, then at most
-/// two 8-byte comparisons.
+/// two 8-byte (or 4-byte) comparisons, with no `memcmp` call.
 #[inline(always)]
 fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
@@ -1885,6 +1900,17 @@ fn key_eq(a: &[u8], b: &[u8]) -> bool {
             u64::from_le_bytes(w)
         };
         return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    if (4..8).contains(&n) {
+        let word = |s: &[u8], at: usize| -> u32 {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(w)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+    }
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
     }
     a == b
 }

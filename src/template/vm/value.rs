@@ -93,6 +93,10 @@ impl<'a> Value<'a> {
     /// [`Value::from_tape`] for everything but strings.
     #[inline(never)]
     fn from_tape_other(v: TapeValue<'a, 'a>) -> Value<'a> {
+        // Objects and arrays next (list items, nested properties).
+        if v.is_object() || v.is_array() {
+            return Value::Json(v);
+        }
         match v.value_type() {
             ValueType::Null => Value::Missing,
             ValueType::Bool => Value::Bool(v.as_bool().unwrap_or(false)),
