@@ -696,7 +696,8 @@ impl<'s> Gen<'s> {
             regions: self.regions.len(),
         });
         self.body(children)?;
-        self.emit(Instr::Jump(top));
+        // `continue` jumps to `top`; the normal path loops with one instruction.
+        self.emit(Instr::LoopAgain(lp, a, b, top + 1));
         let end = self.here();
         self.patch(next, end);
         let br = self.breakables.pop().expect("pushed above");

@@ -124,6 +124,10 @@ pub enum Instr {
     /// Advances loop `l`, storing the item into local `a` (and the value into `b` for hash
     /// listing); jumps to the target when exhausted.
     LoopNext(u32, u32, u32, u32),
+    /// The bottom of a loop body: advances loop `l` as `LoopNext(l, a, b, _)` and jumps back
+    /// to the body at the target when there is an item; falls through when exhausted (one
+    /// dispatch per item instead of `Jump` + `LoopNext`).
+    LoopAgain(u32, u32, u32, u32),
     /// Jumps when loop `l` is at its last item (skips `#sep`).
     JumpIfLast(u32, u32),
     /// Pushes a property of loop `l`.

@@ -1690,6 +1690,12 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
+                Instr::LoopAgain(l, a, b, body) => {
+                    let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
+                    if self.loop_next(li, ai, b, ctx.base) {
+                        pc = body as usize;
+                    }
+                }
                 Instr::LoopNext(l, a, b, t) => {
                     let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
                     if !self.loop_next(li, ai, b, ctx.base) {
