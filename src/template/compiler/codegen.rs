@@ -96,6 +96,7 @@ pub fn generate(root: &Node, src: &str, html_output: bool, json_mode: bool) -> G
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
     g.compile_macros(root)?;
+    g.p.index_input_keys();
     Ok(g.p)
 }
 
@@ -106,6 +107,7 @@ pub fn generate_expr(e: &Expr, src: &str) -> GResult<Program> {
     g.emit(Instr::Ret);
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
+    g.p.index_input_keys();
     Ok(g.p)
 }
 
@@ -703,7 +705,8 @@ impl<'s> Gen<'s> {
             regions: self.regions.len(),
         });
         self.body(children)?;
-        self.emit(Instr::Jump(top));
+        // `continue` jumps to `top`; the normal path loops with one instruction.
+        self.emit(Instr::LoopAgain(lp, a, b, top + 1));
         let end = self.here();
         self.patch(next, end);
         let br = self.breakables.pop().expect("pushed above");

@@ -73,11 +73,13 @@ pub enum Instr {
     Dot(u32, u32),
     /// Fused `Load(slot); Check(dbg); Dot(name)`: pushes `local.name`.
     LocalDot(u32, u32, u32),
-    /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`.
+    /// Fused `LoadRoot(Input); Dot(name)`: pushes `input.name`, where `name` is
+    /// `Program::input_keys[k]` (the VM looks these up once per render).
     InputDot(u32, u32),
     /// Fused `${local.name}`: appends the sub-variable as `Emit(dbg)` would.
     EmitLocalDot(u32, u32, u32, u32),
-    /// Fused `${input.name}`: appends the sub-variable as `Emit(dbg)` would.
+    /// Fused `${input.name}` (`name` as in `InputDot`): appends the sub-variable as
+    /// `Emit(dbg)` would.
     EmitInputDot(u32, u32),
     /// Pops a key and a container, pushes the item (sequence index, hash key, or slice).
     Index(u32),
@@ -125,6 +127,10 @@ pub enum Instr {
     /// Advances loop `l`, storing the item into local `a` (and the value into `b` for hash
     /// listing); jumps to the target when exhausted.
     LoopNext(u32, u32, u32, u32),
+    /// The bottom of a loop body: advances loop `l` as `LoopNext(l, a, b, _)` and jumps back
+    /// to the body at the target when there is an item; falls through when exhausted (one
+    /// dispatch per item instead of `Jump` + `LoopNext`).
+    LoopAgain(u32, u32, u32, u32),
     /// Jumps when loop `l` is at its last item (skips `#sep`).
     JumpIfLast(u32, u32),
     /// Pushes a property of loop `l`.
@@ -249,4 +255,38 @@ pub struct Program {
     pub globals: Vec<String>,
     /// `output_format="HTML"`: escape interpolations.
     pub html_output: bool,
+    /// The distinct names `InputDot`/`EmitInputDot` read from `input` (their first operand
+    /// indexes this). A render resolves them all in one pass over the input object instead of
+    /// one linear key search per access.
+    pub input_keys: Vec<String>,
+}
+
+impl Program {
+    /// Rewrites the name operand of `InputDot`/`EmitInputDot` from a constant index into an
+    /// index of [`Program::input_keys`]. Run once, after code generation.
+    pub fn index_input_keys(&mut self) {
+        for i in 0..self.code.len() {
+            let (c, dbg, emit) = match self.code[i] {
+                Instr::InputDot(c, d) => (c, d, false),
+                Instr::EmitInputDot(c, d) => (c, d, true),
+                _ => continue,
+            };
+            let name = match self.consts.get(c as usize) {
+                Some(Const::Str(s)) => s.as_str(),
+                _ => continue,
+            };
+            let k = match self.input_keys.iter().position(|n| n == name) {
+                Some(k) => k,
+                None => {
+                    self.input_keys.push(name.to_string());
+                    self.input_keys.len() - 1
+                }
+            } as u32;
+            self.code[i] = if emit {
+                Instr::EmitInputDot(k, dbg)
+            } else {
+                Instr::InputDot(k, dbg)
+            };
+        }
+    }
 }

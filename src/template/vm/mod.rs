@@ -117,11 +117,16 @@ pub(crate) struct LoopState<'a> {
 pub struct Vm<'a, 'o> {
     p: &'a Program,
     out: &'o mut BytesMut,
-    out_start: usize,
+    /// `out_start + max_output`: the output length past which the render fails.
+    out_limit: usize,
     limits: Limits,
     fuel: u64,
     depth: u32,
     input: Value<'a>,
+    /// `input.<Program::input_keys[k]>` for the first 64 `k`, once looked up in this render.
+    input_cache: Vec<Value<'a>>,
+    /// Bit `k`: `input_cache[k]` holds this render's value.
+    input_filled: u64,
     stack: Vec<Value<'a>>,
     locals: Vec<Value<'a>>,
     globals: Vec<Value<'a>>,
@@ -148,11 +153,13 @@ impl<'a, 'o> Vm<'a, 'o> {
         let mut vm = Vm {
             p,
             out,
-            out_start,
+            out_limit: out_start.saturating_add(limits.max_output),
             limits,
             fuel: limits.fuel,
             depth: 0,
             input: Value::from_tape(input),
+            input_cache: state.take_values(),
+            input_filled: 0,
             stack: state.take_values(),
             locals: state.take_values(),
             globals: state.take_values(),
@@ -177,14 +184,46 @@ impl<'a, 'o> Vm<'a, 'o> {
         vm.arena.clear();
         vm.scratch.clear();
         vm.globals.resize(p.globals.len(), Value::Missing);
+        vm.input_cache.clear();
         for (name, value) in initial {
             vm.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
         }
         Ok(vm)
     }
 
+    /// `input.<Program::input_keys[k]>`, searched once per render and then served from
+    /// `input_cache` (templates often read the same `input.name` in every loop iteration).
+    #[inline(always)]
+    fn input_dot(&mut self, k: u32, dbg: u32) -> VResult<Value<'a>> {
+        let k = k as usize;
+        if k < 64 && self.input_filled & (1 << k) != 0 {
+            if let Some(&v) = self.input_cache.get(k) {
+                return Ok(v);
+            }
+        }
+        self.input_dot_search(k, dbg)
+    }
+
+    #[inline(never)]
+    fn input_dot_search(&mut self, k: usize, dbg: u32) -> VResult<Value<'a>> {
+        let p = self.p;
+        let Some(name) = p.input_keys.get(k) else {
+            return Err(fail(dbg, "internal error: bad input key"));
+        };
+        let v = self.dot_fast(self.input, name.as_str(), dbg)?;
+        if k < 64 {
+            if self.input_cache.len() <= k {
+                self.input_cache.resize(k + 1, Value::Missing);
+            }
+            self.input_cache[k] = v;
+            self.input_filled |= 1 << k;
+        }
+        Ok(v)
+    }
+
     /// Gives the buffers back to `state` for the next render.
     pub fn finish(self, state: &mut RenderState) {
+        state.put_values(self.input_cache);
         state.put_values(self.stack);
         state.put_values(self.locals);
         state.put_values(self.globals);
@@ -301,17 +340,25 @@ impl<'a, 'o> Vm<'a, 'o> {
         Ok(Value::Arena(a, self.arena.len() as u32))
     }
 
+    /// Fails when the output grew past the cap (one comparison on the hot path).
+    #[inline(always)]
     fn check_output(&self) -> VResult<()> {
-        if self.out.len() - self.out_start > self.limits.max_output {
-            return Err(fail(
-                u32::MAX,
-                format!(
-                    "The output exceeds the limit of {} bytes",
-                    self.limits.max_output
-                ),
-            ));
+        if self.out.len() > self.out_limit {
+            return Err(self.output_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn output_error(&self) -> VmError {
+        fail(
+            u32::MAX,
+            format!(
+                "The output exceeds the limit of {} bytes",
+                self.limits.max_output
+            ),
+        )
     }
 
     pub(crate) fn dbg_text(&self, dbg: u32) -> &str {
@@ -404,6 +451,17 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 
     // ------------------------------------------------------------ formatting
+
+    /// [`Vm::write_interp`] with the common case (a borrowed string outside HTML output)
+    /// inlined into the caller.
+    #[inline(always)]
+    fn write_interp_fast(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
+        if let (Value::Str(s), false) = (v, html) {
+            self.out.extend_from_slice(s.as_bytes());
+            return Ok(());
+        }
+        self.write_interp(v, dbg, html)
+    }
 
     /// Writes a scalar as an interpolation does.
     fn write_interp(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
@@ -531,7 +589,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         if let Value::Json(j) = recv {
             if let Some(o) = j.as_object() {
-                return Ok(o.get(name).map_or(Value::Missing, Value::from_tape));
+                return Ok(json_get(&o, name));
             }
         }
         self.dot(recv, name, dbg)
@@ -543,7 +601,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
-                    obj.get(name).map_or(Value::Missing, Value::from_tape)
+                    json_get(&obj, name)
                 } else {
                     match name {
                         "iterator" => Value::Method(Method::Iterator, Some(v)),
@@ -1069,7 +1127,11 @@ impl<'a, 'o> Vm<'a, 'o> {
         Ok(len == Some(0))
     }
 
-    fn loop_next(&mut self, l: usize) -> Option<(Value<'a>, Value<'a>)> {
+    /// Advances loop `l`, storing its next item into local slot `a` (and, for hash listing,
+    /// the value into slot `b`, unless `b` is `u32::MAX`). `false` when the loop is exhausted.
+    /// Writes the locals in place rather than returning a pair of values (they are large).
+    #[inline(always)]
+    fn loop_next(&mut self, l: usize, a: usize, b: u32, base: usize) -> bool {
         let st = &mut self.loops[l];
         if st.started {
             st.index += 1;
@@ -1078,29 +1140,43 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         if let Some(len) = st.len {
             if st.index >= len {
-                return None;
+                return false;
             }
         }
         let idx = st.index;
-        match &mut st.src {
-            LoopSrc::Arr(it) => it.next().map(|v| (Value::from_tape(v), Value::Missing)),
-            LoopSrc::Obj(it) => it.next().map(|(k, v)| (Value::Str(k), Value::from_tape(v))),
+        let (x, y) = match &mut st.src {
+            LoopSrc::Arr(it) => match it.next() {
+                Some(v) => {
+                    // The common case (a JSON array): no second value.
+                    self.locals[a] = Value::from_tape(v);
+                    return true;
+                }
+                None => return false,
+            },
+            LoopSrc::Obj(it) => match it.next() {
+                Some((k, v)) => (Value::Str(k), Value::from_tape(v)),
+                None => return false,
+            },
             LoopSrc::Pool(s) => {
                 let s = *s;
-                Some((self.seqs[s as usize + idx], Value::Missing))
+                (self.seqs[s as usize + idx], Value::Missing)
             }
             LoopSrc::PoolHash(s) => {
                 let s = *s;
-                let (k, v) = self.hashes[s as usize + idx];
-                Some((k, v))
+                self.hashes[s as usize + idx]
             }
-            LoopSrc::Range(r) => Some((
+            LoopSrc::Range(r) => (
                 Value::Num(Number::Int(
                     r.start.wrapping_add((idx as i64).wrapping_mul(r.step)) as i32,
                 )),
                 Value::Missing,
-            )),
+            ),
+        };
+        self.locals[a] = x;
+        if b != u32::MAX {
+            self.locals[base + b as usize] = y;
         }
+        true
     }
 
     fn has_next(&self, l: usize) -> bool {
@@ -1426,11 +1502,8 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.dot_fast(recv, n.as_str(), dbg)?;
                     self.stack.push(v);
                 }
-                Instr::InputDot(name, dbg) => {
-                    let Const::Str(n) = &p.consts[name as usize] else {
-                        return Err(fail(dbg, "internal error: bad name constant"));
-                    };
-                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
+                Instr::InputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
                     self.stack.push(v);
                 }
                 Instr::EmitLocalDot(slot, name, rdbg, dbg) => {
@@ -1442,15 +1515,12 @@ impl<'a, 'o> Vm<'a, 'o> {
                         return Err(fail(dbg, "internal error: bad name constant"));
                     };
                     let v = self.dot_fast(recv, n.as_str(), dbg)?;
-                    self.write_interp(v, dbg, p.html_output)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
-                Instr::EmitInputDot(name, dbg) => {
-                    let Const::Str(n) = &p.consts[name as usize] else {
-                        return Err(fail(dbg, "internal error: bad name constant"));
-                    };
-                    let v = self.dot_fast(self.input, n.as_str(), dbg)?;
-                    self.write_interp(v, dbg, p.html_output)?;
+                Instr::EmitInputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
                     self.check_output()?;
                 }
                 Instr::Index(dbg) => {
@@ -1639,15 +1709,18 @@ impl<'a, 'o> Vm<'a, 'o> {
                         pc = t as usize;
                     }
                 }
-                Instr::LoopNext(l, a, b, t) => match self.loop_next(ctx.loop_base + l as usize) {
-                    Some((x, y)) => {
-                        self.locals[ctx.base + a as usize] = x;
-                        if b != u32::MAX {
-                            self.locals[ctx.base + b as usize] = y;
-                        }
+                Instr::LoopAgain(l, a, b, body) => {
+                    let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
+                    if self.loop_next(li, ai, b, ctx.base) {
+                        pc = body as usize;
                     }
-                    None => pc = t as usize,
-                },
+                }
+                Instr::LoopNext(l, a, b, t) => {
+                    let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
+                    if !self.loop_next(li, ai, b, ctx.base) {
+                        pc = t as usize;
+                    }
+                }
                 Instr::JumpIfLast(l, t) => {
                     if !self.has_next(ctx.loop_base + l as usize) {
                         pc = t as usize;
@@ -1822,6 +1895,49 @@ impl VmError {
     fn with_prefix(self) -> VmError {
         self
     }
+}
+
+/// `obj[name]` on the tape: the first entry whose key equals `name` (as simd-json's
+/// `Object::get`), comparing lengths first and short keys without a `memcmp` call.
+#[inline(always)]
+fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &str) -> Value<'a> {
+    let name = name.as_bytes();
+    for (k, v) in obj.iter() {
+        if key_eq(k.as_bytes(), name) {
+            return Value::from_tape(v);
+        }
+    }
+    Value::Missing
+}
+
+/// Byte equality tuned for object keys (mostly under 16 bytes): lengths first, then at most
+/// two 8-byte (or 4-byte) comparisons, with no `memcmp` call.
+#[inline(always)]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| -> u64 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&s[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    if (4..8).contains(&n) {
+        let word = |s: &[u8], at: usize| -> u32 {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(w)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+    }
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    a == b
 }
 
 pub(crate) fn article(t: &str) -> &'static str {

@@ -80,11 +80,22 @@ pub enum Value<'a> {
 impl<'a> Value<'a> {
     /// Converts a tape value: scalars become plain values, null becomes missing, arrays and
     /// objects stay on the tape.
-    #[inline]
+    #[inline(always)]
     pub fn from_tape(v: TapeValue<'a, 'a>) -> Value<'a> {
-        // Strings first: by far the most common leaf in event payloads.
+        // Strings first, inlined into the caller: by far the most common leaf in event
+        // payloads.
         if let Some(s) = v.into_string() {
             return Value::Str(s);
+        }
+        Value::from_tape_other(v)
+    }
+
+    /// [`Value::from_tape`] for everything but strings.
+    #[inline(never)]
+    fn from_tape_other(v: TapeValue<'a, 'a>) -> Value<'a> {
+        // Objects and arrays next (list items, nested properties).
+        if v.is_object() || v.is_array() {
+            return Value::Json(v);
         }
         match v.value_type() {
             ValueType::Null => Value::Missing,
