@@ -32,6 +32,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -240,6 +241,10 @@ pub struct Source {
     telemetry: Arc<Telemetry>,
     topic_metrics: HashMap<String, TopicMetrics>,
     commit_interval: Duration,
+    /// Partition pauses and resumes since start, logged when [`Source::run`] returns: each
+    /// pause makes librdkafka drop the partition's prefetched (decompressed) messages.
+    pauses: AtomicU64,
+    resumes: AtomicU64,
 }
 
 impl std::fmt::Debug for Source {
@@ -294,6 +299,8 @@ impl Source {
             telemetry,
             topic_metrics,
             commit_interval,
+            pauses: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
         })
     }
 
@@ -341,6 +348,11 @@ impl Source {
                 }
             }
         }
+        info!(
+            pauses = self.pauses.load(Ordering::Relaxed),
+            resumes = self.resumes.load(Ordering::Relaxed),
+            "source stopped"
+        );
     }
 
     fn dispatch(
@@ -399,8 +411,10 @@ impl Source {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
         let result = if pause {
+            self.pauses.fetch_add(1, Ordering::Relaxed);
             self.consumer.pause(&tpl)
         } else {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
             self.consumer.resume(&tpl)
         };
         if let Err(e) = result {
