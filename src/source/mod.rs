@@ -6,10 +6,14 @@
 //!   An offset is committed only when it and every earlier offset are settled.
 //! - Sharding: partition → worker by a stable hash, over bounded per-worker queues (no global
 //!   lock). One partition always goes to the same worker, so first attempts keep partition order.
-//! - Backpressure: when a worker's queue is full, the partition is paused (Kafka is the buffer)
-//!   and the few messages librdkafka had already handed over wait in a per-partition stash;
-//!   the partition resumes once its stash drains into the worker. Polling never stops, so the
-//!   consumer never overruns `max.poll.interval.ms`.
+//! - Backpressure: when a worker's queue is full, the source first waits up to
+//!   [`HANDOFF_WAIT`] for room (a busy worker frees a slot within microseconds). Only a worker
+//!   that stays full gets the partition paused (Kafka is the buffer); the few messages
+//!   librdkafka had already handed over wait in a per-partition stash, and the partition resumes
+//!   once the worker has drained half its queue and the stash is through. Pausing is kept rare
+//!   because librdkafka throws away a paused partition's prefetched messages and fetches and
+//!   decompresses them again on resume. Polling never stops for longer than [`HANDOFF_WAIT`], so
+//!   the consumer never overruns `max.poll.interval.ms`.
 //! - Rebalances: on revoke, a partition's tracker is marked revoked (its queued messages and
 //!   in-flight settlements no longer count) and its watermark is committed synchronously.
 //!
@@ -32,14 +36,21 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often paused partitions try to hand their stash to their worker.
+/// How often paused partitions check whether their worker has room for their stash (the source
+/// also wakes as soon as the worker of one stashed partition has drained half its queue).
 const STASH_RETRY: Duration = Duration::from_millis(10);
+
+/// How long the source waits for room in a full worker queue before pausing the partition.
+/// Short, because polling stops meanwhile; long enough that a worker which is merely busy (not
+/// stuck behind a slow destination) takes the message without a pause.
+const HANDOFF_WAIT: Duration = Duration::from_millis(2);
 
 /// One consumed message, owned, with the tracker of the partition assignment it came from.
 #[derive(Debug)]
@@ -232,6 +243,26 @@ impl ConsumerContext for Context {
     }
 }
 
+/// Whether `shard`'s queue has at least half its capacity free (or is closed, so a flush can
+/// notice and drop the stash).
+fn has_room(shard: &mpsc::Sender<SourceMessage>) -> bool {
+    shard.is_closed() || shard.capacity() >= shard.max_capacity().div_ceil(2)
+}
+
+/// Resolves once the worker of one stashed partition has half its queue free (at once if that
+/// worker is gone). The permits are given back at once: only the source sends, so the room
+/// stays there for [`Source::flush`].
+async fn room(
+    stash: &HashMap<PartitionKey, VecDeque<SourceMessage>>,
+    shards: &[mpsc::Sender<SourceMessage>],
+) {
+    let Some(m) = stash.values().find_map(|q| q.front()) else {
+        return;
+    };
+    let shard = &shards[m.tracker.shard(shards.len())];
+    let _ = shard.reserve_many(shard.max_capacity().div_ceil(2)).await;
+}
+
 /// The consumer and its assignment. Create with [`Source::new`], feed workers with
 /// [`Source::run`], then [`Source::drain`] and [`Source::commit_settled`] at shutdown.
 pub struct Source {
@@ -240,6 +271,10 @@ pub struct Source {
     telemetry: Arc<Telemetry>,
     topic_metrics: HashMap<String, TopicMetrics>,
     commit_interval: Duration,
+    /// Partition pauses and resumes since start, logged when [`Source::run`] returns: each
+    /// pause makes librdkafka drop the partition's prefetched (decompressed) messages.
+    pauses: AtomicU64,
+    resumes: AtomicU64,
 }
 
 impl std::fmt::Debug for Source {
@@ -294,6 +329,8 @@ impl Source {
             telemetry,
             topic_metrics,
             commit_interval,
+            pauses: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
         })
     }
 
@@ -312,6 +349,7 @@ impl Source {
                 _ = shutdown.cancelled() => break,
                 _ = commit_tick.tick() => self.commit_settled(CommitMode::Async),
                 _ = stash_tick.tick(), if !stash.is_empty() => self.flush(&mut stash, shards),
+                _ = room(&stash, shards), if !stash.is_empty() => self.flush(&mut stash, shards),
                 received = self.consumer.recv() => {
                     let m = match received {
                         Ok(m) => m,
@@ -337,17 +375,23 @@ impl Source {
                         tracker,
                     };
                     drop(m);
-                    self.dispatch(msg, &mut stash, shards);
+                    self.dispatch(msg, &mut stash, shards, shutdown).await;
                 }
             }
         }
+        info!(
+            pauses = self.pauses.load(Ordering::Relaxed),
+            resumes = self.resumes.load(Ordering::Relaxed),
+            "source stopped"
+        );
     }
 
-    fn dispatch(
+    async fn dispatch(
         &self,
         msg: SourceMessage,
         stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
         shards: &[mpsc::Sender<SourceMessage>],
+        shutdown: &CancellationToken,
     ) {
         let key = (msg.topic.clone(), msg.partition);
         if let Some(queue) = stash.get_mut(&key) {
@@ -356,15 +400,26 @@ impl Source {
             return;
         }
         let shard = msg.tracker.shard(shards.len());
-        match shards[shard].try_send(msg) {
+        let msg = match shards[shard].try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+            // Workers are gone: shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        };
+        let sent = tokio::select! {
+            biased;
+            // Not registered, so never committed: read again after the restart.
+            _ = shutdown.cancelled() => return,
+            sent = shards[shard].send_timeout(msg, HANDOFF_WAIT) => sent,
+        };
+        match sent {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
+            Err(mpsc::error::SendTimeoutError::Timeout(msg)) => {
                 self.pause(&msg.topic, msg.partition, true);
                 stash.entry(key).or_default().push_back(msg);
                 self.telemetry.paused_partitions(stash.len());
             }
-            // Workers are gone: shutting down.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
         }
     }
 
@@ -378,6 +433,13 @@ impl Source {
             // those go: a re-assignment's messages may already queue behind them, and dropping
             // one of those unregistered would let the watermark skip it.
             queue.retain(|m| !m.tracker.is_revoked());
+            // Hysteresis: hand over only once the worker has drained half its queue, so a slow
+            // worker costs one pause per half queue, not one per message.
+            if let Some(m) = queue.front() {
+                if !has_room(&shards[m.tracker.shard(shards.len())]) {
+                    return true;
+                }
+            }
             while let Some(msg) = queue.pop_front() {
                 let shard = msg.tracker.shard(shards.len());
                 match shards[shard].try_send(msg) {
@@ -399,8 +461,10 @@ impl Source {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
         let result = if pause {
+            self.pauses.fetch_add(1, Ordering::Relaxed);
             self.consumer.pause(&tpl)
         } else {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
             self.consumer.resume(&tpl)
         };
         if let Err(e) = result {
