@@ -19,7 +19,7 @@ pub use state::RenderState;
 use value::{Method, Range, Value};
 
 /// Deepest macro/function call nesting before a render fails.
-const MAX_DEPTH: u32 = 48;
+const MAX_DEPTH: u32 = 32;
 
 /// An internal render failure: the message and the debug entry of the blamed expression.
 #[derive(Debug)]
