@@ -4,7 +4,7 @@
 //! is left as it is.
 
 use crate::config::Config;
-use crate::deliver::{Client, Endpoint};
+use crate::deliver::Client;
 use crate::retry::park::{producer_config, DEFAULT_TIER_PREFIX};
 use crate::retry::replay::{parse_time, replay, ReplayFilter};
 use crate::retry::{Parker, Schedule};
@@ -83,23 +83,7 @@ async fn run(config: &Config, args: &Args) -> Result<(), Box<dyn std::error::Err
     }
     let mut clients = HashMap::new();
     for d in &config.destinations {
-        let endpoint = Endpoint {
-            name: d.name.clone(),
-            url: d.url.clone(),
-            headers: d
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.expose().to_string()))
-                .collect(),
-            connect_timeout: d.connect_timeout,
-            request_timeout: d.request_timeout,
-            signing_secrets: d
-                .signing_secrets
-                .iter()
-                .map(|s| s.expose().to_string())
-                .collect(),
-        };
-        clients.insert(d.name.clone(), Client::new(endpoint)?);
+        clients.insert(d.name.clone(), Client::new(crate::pipeline::endpoint(d))?);
     }
     let producer: FutureProducer = producer_config(&base).create()?;
     // Failures follow the config's retry tiers, as in `hookpipe run`; with `[retry] enabled =
