@@ -11,9 +11,10 @@
 //! `failure` path, and `join` the returned [`RetryTasks`] after the pipeline has drained.
 
 use super::park::{producer_config, Parked, Parker, DEFAULT_TIER_PREFIX};
+use super::placement::Placement;
 use super::schedule::Schedule;
 use super::tier::{Tier, TierError, TierLimits};
-use super::topics::{ensure_topics, TopicsError};
+use super::topics::{ensure_topics, partition_counts, TopicsError};
 use crate::deliver::Client;
 use crate::pipeline::settle::{
     DeadLetters, Durable, FailedDelivery, Failure, FailurePath, Overflowed, Rejected,
@@ -39,7 +40,8 @@ pub struct RetrySettings {
     pub tier_prefix: String,
     /// Consumer group of every tier consumer (not the pipeline's group).
     pub group_id: String,
-    /// Partitions of tier topics created at start (existing topics are left as they are).
+    /// Partitions of tier topics created at start (existing topics are left as they are). At
+    /// least the number of destinations, so each gets a partition of its own.
     pub tier_partitions: i32,
     /// Replication factor of tier topics created at start.
     pub replication: i32,
@@ -180,8 +182,8 @@ impl RetryService {
         let producer: FutureProducer = producer_config(base)
             .create()
             .map_err(RetryStartError::Producer)?;
-        let parker = Parker::new(
-            producer,
+        let mut parker = Parker::new(
+            producer.clone(),
             settings.schedule.clone(),
             &settings.tier_prefix,
             dead_letter_topic,
@@ -202,6 +204,26 @@ impl RetryService {
             )
             .await?;
         }
+        // Each destination gets a partition of its own in every tier (while partitions suffice),
+        // so a tier pauses only a full destination's partition (see `placement`).
+        let counts = partition_counts(&producer, &topics, Duration::from_secs(30)).await?;
+        let names: Vec<&String> = clients.keys().collect();
+        let placement = Placement::new(&names, &counts);
+        for topic in &topics {
+            let shared = placement.shared(topic);
+            if !shared.is_empty() {
+                tracing::warn!(
+                    %topic,
+                    partitions = counts.get(topic).copied().unwrap_or(0),
+                    destinations = names.len(),
+                    ?shared,
+                    "retry tier has fewer partitions than destinations: destinations sharing a \
+                     partition wait behind each other when one of them is stuck (add partitions \
+                     to the topic and restart to isolate them)"
+                );
+            }
+        }
+        parker = parker.with_placement(placement);
         let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
             .map_err(RetryStartError::Producer)?;
         let backlog = Arc::new(OverflowBacklog::new(clients.keys()));
