@@ -60,8 +60,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Cloning is shallow.
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
-    /// Topic → (partition count, destination → partition).
-    by_topic: std::sync::Arc<HashMap<String, (i32, HashMap<String, i32>)>>,
+    /// Topic → its partition count and destinations.
+    by_topic: std::sync::Arc<HashMap<String, TopicPlacement>>,
+}
+
+/// One topic's partition count and destination → partition.
+#[derive(Debug, Clone)]
+struct TopicPlacement {
+    partitions: i32,
+    by_destination: HashMap<String, i32>,
 }
 
 impl Placement {
@@ -75,7 +82,13 @@ impl Placement {
                     .entry(count)
                     .or_insert_with(|| assign(destinations, count))
                     .clone();
-                (topic.clone(), (count, map))
+                (
+                    topic.clone(),
+                    TopicPlacement {
+                        partitions: count,
+                        by_destination: map,
+                    },
+                )
             })
             .collect();
         Placement {
@@ -86,22 +99,26 @@ impl Placement {
     /// The partition of `destination`'s records in `topic`; `None` (leave it to the key hash)
     /// for a topic or destination this placement does not know.
     pub fn partition(&self, topic: &str, destination: &str) -> Option<i32> {
-        self.by_topic.get(topic)?.1.get(destination).copied()
+        self.by_topic
+            .get(topic)?
+            .by_destination
+            .get(destination)
+            .copied()
     }
 
     /// The partition count of `topic` this placement was made for.
     pub fn partitions(&self, topic: &str) -> Option<i32> {
-        self.by_topic.get(topic).map(|(count, _)| *count)
+        self.by_topic.get(topic).map(|t| t.partitions)
     }
 
     /// Destinations that share a partition of `topic` with another one, by partition: empty
     /// when every destination has a partition of its own.
     pub fn shared(&self, topic: &str) -> Vec<(i32, Vec<String>)> {
-        let Some((_, map)) = self.by_topic.get(topic) else {
+        let Some(t) = self.by_topic.get(topic) else {
             return Vec::new();
         };
         let mut by_partition: HashMap<i32, Vec<String>> = HashMap::new();
-        for (d, p) in map {
+        for (d, p) in &t.by_destination {
             by_partition.entry(*p).or_default().push(d.clone());
         }
         let mut shared: Vec<(i32, Vec<String>)> = by_partition
