@@ -113,6 +113,25 @@ impl Parker {
         self
     }
 
+    /// [`Parker::with_placement`] for `destinations` in every tier of this parker (the retry
+    /// tiers and the overflow tier), with the partition counts read from the broker (waiting up
+    /// to `timeout` for topics that are not ready yet).
+    pub async fn placed<S: AsRef<str>>(
+        self,
+        destinations: &[S],
+        timeout: Duration,
+    ) -> Result<Parker, super::topics::TopicsError> {
+        let topics: Vec<String> = self
+            .tier_topics
+            .iter()
+            .cloned()
+            .chain([self.overflow_topic.clone()])
+            .collect();
+        let counts = super::topics::partition_counts(&self.producer, &topics, timeout).await?;
+        let placement = Placement::new(destinations, &counts);
+        Ok(self.with_placement(placement))
+    }
+
     /// The placement this parker writes by.
     pub fn placement(&self) -> &Placement {
         &self.placement

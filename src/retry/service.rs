@@ -11,10 +11,9 @@
 //! `failure` path, and `join` the returned [`RetryTasks`] after the pipeline has drained.
 
 use super::park::{producer_config, Parked, Parker, DEFAULT_TIER_PREFIX};
-use super::placement::Placement;
 use super::schedule::Schedule;
 use super::tier::{Tier, TierError, TierLimits};
-use super::topics::{ensure_topics, partition_counts, TopicsError};
+use super::topics::{ensure_topics, TopicsError};
 use crate::deliver::Client;
 use crate::pipeline::settle::{
     DeadLetters, Durable, FailedDelivery, Failure, FailurePath, Overflowed, Rejected,
@@ -206,15 +205,15 @@ impl RetryService {
         }
         // Each destination gets a partition of its own in every tier (while partitions suffice),
         // so a tier pauses only a full destination's partition (see `placement`).
-        let counts = partition_counts(&producer, &topics, Duration::from_secs(30)).await?;
         let names: Vec<&String> = clients.keys().collect();
-        let placement = Placement::new(&names, &counts);
+        parker = parker.placed(&names, Duration::from_secs(30)).await?;
+        let placement = parker.placement();
         for topic in &topics {
             let shared = placement.shared(topic);
             if !shared.is_empty() {
                 tracing::warn!(
                     %topic,
-                    partitions = counts.get(topic).copied().unwrap_or(0),
+                    partitions = placement.partitions(topic).unwrap_or(0),
                     destinations = names.len(),
                     ?shared,
                     "retry tier has fewer partitions than destinations: destinations sharing a \
@@ -223,7 +222,6 @@ impl RetryService {
                 );
             }
         }
-        parker = parker.with_placement(placement);
         let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
             .map_err(RetryStartError::Producer)?;
         let backlog = Arc::new(OverflowBacklog::new(clients.keys()));
