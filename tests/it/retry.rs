@@ -1039,6 +1039,66 @@ async fn a_rebalance_between_two_tier_consumers_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_heads_wait_for_full_queues_loses_nothing() {
+    broker();
+    // Slow answers (300 ms) with 1 attempt in flight and 2 queued per destination: the heads of
+    // both partitions keep waiting for room in their destination's queue, and a second member
+    // joins meanwhile, so partitions holding blocked heads and queued records are revoked.
+    let rx = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(300),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(1)]).unwrap()).await;
+    let names = ["d0", "d1", "d2", "d3"];
+    let clients: HashMap<String, Client> = names
+        .iter()
+        .map(|n| (n.to_string(), Client::new(endpoint(n, &rx.url())).unwrap()))
+        .collect();
+    let limits = TierLimits {
+        in_flight_per_destination: 1,
+        queued_per_destination: 2,
+        ..TierLimits::default()
+    };
+    let (stop_a, handles_a) = path.start_tiers_with(&clients, limits);
+    for i in 0..40 {
+        let req = request(&format!("rbq-{i}"));
+        let tries = vec![hookpipe::deliver::Try {
+            started_unix_ms: 0,
+            status: Some(500),
+            error: None,
+        }];
+        path.parker
+            .first_attempt_failed(names[i % 4], &req, source(i as i64), tries)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (stop_b, handles_b) = path.start_tiers_with(&clients, limits);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let unique = loop {
+        // Answered within the 500 ms request timeout: every success counts.
+        let ids: std::collections::BTreeSet<String> = rx
+            .requests()
+            .iter()
+            .filter(|r| r.succeeded())
+            .filter_map(|r| r.header("x-hookpipe-delivery-id").map(str::to_string))
+            .collect();
+        if ids.len() == 40 || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(unique.len(), 40, "delivered {unique:?}");
+    assert!(rx
+        .requests()
+        .iter()
+        .all(|r| r.header("x-hookpipe-attempt") == Some("2")));
+    stop_all(stop_a, handles_a).await;
+    stop_all(stop_b, handles_b).await;
+    all_tier_offsets_committed(&path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_delivery_whose_destination_was_removed_is_dead_lettered_with_the_reason() {
     broker();
     let rx = Receiver::with_script(Script::always(Reply::ok())).await;
