@@ -253,6 +253,7 @@ fn bench(c: &mut Criterion) {
         batch_size: BatchSize::DEFAULT,
         template: Some(Template::compile("seed", SEED_TEMPLATE, &Options::default()).unwrap()),
         request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
+        window: hookpipe::cohort::Window::HOURLY,
     };
     let mut renderer = Renderer::default();
     g.bench_function("batch_seed_template/hookpipe", |b| {
