@@ -192,18 +192,7 @@ impl Memberships {
                 !done
             });
             released.into_iter().for_each(Settlement::settle);
-            // Read to its end as of `at`: every message appended up to about then was read.
-            let caught_up = match p.tracker.end() {
-                Some((end, at)) if p.last_offset + 1 >= end => Some(at.min(now)),
-                _ => None,
-            };
-            let grace = GRACE.as_millis() as i64;
-            let watermark = close_watermark(
-                p.last_ts,
-                caught_up.is_some(),
-                caught_up.unwrap_or(now),
-                grace,
-            );
+            let watermark = tick_watermark(p.last_offset, p.last_ts, p.tracker.end(), now);
             if !close(shared, renderer, key, p, watermark).await {
                 return;
             }
@@ -293,8 +282,53 @@ async fn dispatch(
     true
 }
 
+/// Where a partition's windows may close on a tick: the greatest timestamp read (`last_ts`), or,
+/// once the last offset read is the partition's end as learned at some moment (`end`: end
+/// offset and that moment), that moment less [`GRACE`]: every message appended before it was
+/// read. A moment in the future (clock jumps) counts as `now`.
+fn tick_watermark(last_offset: i64, last_ts: i64, end: Option<(i64, i64)>, now: i64) -> i64 {
+    let caught_up_at = match end {
+        Some((end, at)) if last_offset + 1 >= end => Some(at.min(now)),
+        _ => None,
+    };
+    close_watermark(
+        last_ts,
+        caught_up_at.is_some(),
+        caught_up_at.unwrap_or(now),
+        GRACE.as_millis() as i64,
+    )
+}
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: i64 = GRACE.as_millis() as i64;
+
+    #[test]
+    fn windows_close_on_the_wall_clock_only_when_read_to_the_end() {
+        let now = 1_000_000;
+        // End unknown, or messages left to read: only message timestamps count.
+        assert_eq!(tick_watermark(9, 500, None, now), 500);
+        assert_eq!(tick_watermark(9, 500, Some((11, now)), now), 500);
+        // Read to the end as learned at `now - 2000`: that moment, less the grace.
+        assert_eq!(
+            tick_watermark(10, 500, Some((11, now - 2000)), now),
+            now - 2000 - G
+        );
+        // Never behind what was read, and never ahead of the clock.
+        assert_eq!(tick_watermark(10, now, Some((11, now - 2000)), now), now);
+        assert_eq!(
+            tick_watermark(10, 500, Some((11, now + 60_000)), now),
+            now - G
+        );
+        // An end below what was read (learned before the last fetch) still means caught up.
+        assert_eq!(tick_watermark(10, 500, Some((5, now)), now), now - G);
+    }
 }
