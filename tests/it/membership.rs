@@ -433,6 +433,109 @@ request_timeout = "60s"
     assert_eq!(rx.count(), 2 * want.len());
 }
 
+/// Windows still open when a second process joins the group: the eager rebalance revokes every
+/// partition of the first process, which drops its open windows and their holds; each
+/// partition's new owner re-reads it from the committed offset (the held first event) and
+/// closes the window on the wall clock. Every window is sent exactly once, with all its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_windows_are_open_sends_each_window_once_from_its_new_owner() {
+    const LENGTH: i64 = 20_000;
+    broker();
+    let topic = unique_topic("mem-rebal", 2).await;
+    let dead_letter = unique_topic("mem-rebal-dead", 1).await;
+    let group = unique_name("mem-rebal-group");
+    let rx = Receiver::start().await;
+    // A window starting 2 to 22 s from now: open until well after the rebalance.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start = (now + 2_000).div_euclid(LENGTH) * LENGTH + LENGTH;
+    let partition_events = [
+        (
+            0,
+            vec![
+                ("c", "a", true),
+                ("c", "b", true),
+                ("c", "c", false),
+                ("c", "b", false),
+            ],
+        ),
+        (1, vec![("d", "x", true), ("d", "y", true)]),
+    ];
+    let mut pending = Vec::new();
+    let mut payloads = Vec::new();
+    for (partition, events) in &partition_events {
+        for (i, (cohort, user, in_cohort)) in events.iter().enumerate() {
+            let e = event(cohort, user, *in_cohort, start + 10 * i as i64);
+            payloads.push((*partition, e));
+        }
+    }
+    for (partition, e) in &payloads {
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+            .partition(*partition)
+            .payload(e.payload.as_slice())
+            .timestamp(e.ts);
+        match producer().send_result(record) {
+            Ok(f) => pending.push(f),
+            Err((err, _)) => panic!("producing to {topic}: {err}"),
+        }
+    }
+    for f in pending {
+        let acked = tokio::time::timeout(WAIT, f).await;
+        assert!(matches!(acked, Ok(Ok(Ok(_)))), "{acked:?}");
+    }
+    let destinations = format!(
+        "[[destinations]]\nname = \"rt\"\nurl = \"{}\"\n[destinations.cohorts]\nwindow = \"20s\"\n",
+        rx.url()
+    );
+    let config = config(&group, &topic, &dead_letter, &destinations);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Hookpipe::start(dir.path(), "first", &config);
+    // The first process has read both partitions' first events when it commits their holds.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let committed = committed_offsets(&group, &topic).await;
+        if (0..2).all(|p| committed.get(&p) == Some(&Some(0))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{committed:?}; {}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rx.count(), 0, "a window closed early");
+    let second = Hookpipe::start(dir.path(), "second", &config);
+
+    let mut want = Summary::new();
+    let end = start + LENGTH;
+    let c = window_change_id(&format!("{topic}/0"), "c", LENGTH, start);
+    let d = window_change_id(&format!("{topic}/1"), "d", LENGTH, start);
+    expect(&mut want, &c, "enter", 0, &["a"], end, "c");
+    expect(&mut want, &c, "exit", 0, &["c"], end, "c");
+    expect(&mut want, &d, "enter", 0, &["x", "y"], end, "d");
+    let got = rx
+        .wait_for(want.len(), WAIT + Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), want.len(), "{}\n{}", first.log(), second.log());
+    wait_committed_to_end(&group, &topic).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.count(), want.len(), "a window was sent twice");
+    assert_eq!(summarize(&rx.requests()), want);
+    assert!(
+        first.log().contains("partitions revoked"),
+        "no rebalance happened: {}",
+        first.log()
+    );
+    assert!(
+        first.log().contains("open windows dropped"),
+        "the revoked partitions' windows were not dropped: {}",
+        first.log()
+    );
+}
+
 /// A destination with one permit whose receiver takes 2 s per request: the chunk's batches find
 /// no permit and overflow to the overflow tier, whose consumer attempts them with the cohort
 /// request timeout (5 s), not the destination's own (1 s, which would fail every try).
