@@ -392,7 +392,7 @@ fn bench_membership(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(messages.len() as u64));
     let mut out = BytesMut::with_capacity(128 << 10);
-    let mut run = |out: &mut BytesMut| {
+    let run = |out: &mut BytesMut| {
         let mut p: MembershipPartition<()> = MembershipPartition::new("bench/0", &[Window::HOURLY]);
         for (ts, m) in &messages {
             let event = Membership::decode(m).unwrap();
