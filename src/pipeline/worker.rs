@@ -49,6 +49,7 @@ pub(super) struct Worker {
     routes: Vec<Route>,
     planned: Vec<Planned>,
     cohort: crate::cohort::Renderer,
+    memberships: super::membership::Memberships,
 }
 
 fn render(
@@ -71,7 +72,7 @@ fn render(
 impl Worker {
     pub(super) fn new(shared: Arc<Shared>) -> Worker {
         Worker {
-            shared,
+            shared: shared.clone(),
             scratch: Vec::new(),
             buffers: Buffers::default(),
             tape: Some(Tape::null()),
@@ -84,12 +85,25 @@ impl Worker {
             routes: Vec::new(),
             planned: Vec::new(),
             cohort: crate::cohort::Renderer::default(),
+            memberships: super::membership::Memberships::new(&shared),
         }
     }
 
-    /// Handles messages until the channel closes.
+    /// Handles messages until the channel closes; ticks membership windows meanwhile.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<SourceMessage>) {
-        while let Some(msg) = rx.recv().await {
+        let mut tick = tokio::time::interval(super::membership::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = tick.tick(), if self.memberships.active() => {
+                    self.memberships.tick(&self.shared).await;
+                    continue;
+                }
+            };
             if self.shared.shutdown.is_cancelled() || msg.tracker.is_revoked() {
                 // Not registered, so not committed: read again by whoever owns it next.
                 continue;
@@ -115,6 +129,7 @@ impl Worker {
             routes,
             planned,
             cohort: _,
+            memberships: _,
         } = self;
         planned.clear();
         scratch.clear();
@@ -195,7 +210,9 @@ impl Worker {
                         }
                     }
                     // Chunks never reach `prepare` (see `handle`), and plan routes none.
-                    (Payload::User, TopicKind::CohortChanges) => continue,
+                    (Payload::User, TopicKind::CohortChanges | TopicKind::CohortMemberships) => {
+                        continue
+                    }
                 };
                 planned.push(Planned { route: *r, body });
             }
@@ -218,6 +235,9 @@ impl Worker {
         let kind = *kind;
         if kind == TopicKind::CohortChanges {
             return super::cohort::handle(&shared, &mut self.cohort, msg, source).await;
+        }
+        if kind == TopicKind::CohortMemberships {
+            return self.memberships.handle(&shared, msg, source).await;
         }
         if let Err(m) = self.prepare(kind, &msg.payload) {
             let reason = if msg.payload.is_empty() {
@@ -319,7 +339,7 @@ impl Worker {
 }
 
 /// What [`admit_or_overflow`] decided for one delivery.
-enum Admitted {
+pub(super) enum Admitted {
     /// Attempt it now, holding these permits.
     Direct((OwnedSemaphorePermit, OwnedSemaphorePermit), Request),
     /// Handed to the overflow tier: settle once `Durable` resolves, holding the total permit
@@ -334,7 +354,7 @@ enum Admitted {
 /// attempt) it goes direct; otherwise it is handed to the failure path's overflow tier. Either
 /// way it waits for room under the total limit (healthy back-pressure: Kafka is the buffer).
 /// With overflow off (or a failure path that takes none), it waits for a permit as before.
-async fn admit_or_overflow(
+pub(super) async fn admit_or_overflow(
     shared: &Shared,
     destination: usize,
     request: Request,
@@ -444,10 +464,7 @@ impl Delivery {
         let outcome = match breaker.admit() {
             Admission::Attempt => {
                 let started = tokio::time::Instant::now();
-                let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
-                    (crate::deliver::Kind::Cohort, Some(c)) => c,
-                    _ => &shared.clients[self.destination],
-                };
+                let client = &shared.clients[self.destination];
                 let outcome = client.attempt(&self.request).await;
                 let took = started.elapsed();
                 let delivered = outcome.is_delivered();

@@ -9,5 +9,6 @@ mod demo;
 mod differential;
 mod k8s;
 mod kafka_smoke;
+mod membership;
 mod pipeline;
 mod retry;
