@@ -391,6 +391,20 @@ fn retry_problems_are_reported_with_the_rest() {
         all,
         vec!["retry.tier_prefix: tier topic \"t-1m\" is also an input or dead-letter topic"]
     );
+    // Cohort input topics count as inputs too.
+    for field in ["cohort_changes", "cohort_memberships"] {
+        let all = problems(&MINIMAL.replace(
+            "dead_letter = \"dlq\"",
+            &format!(
+                "{field} = [\"t-overflow\"]\ndead_letter = \"dlq\"\n[retry]\ntier_prefix = \"t\""
+            ),
+        ));
+        assert!(
+            all.iter().any(|p| p
+                == "retry.tier_prefix: tier topic \"t-overflow\" is also an input or dead-letter topic"),
+            "{field}: {all:#?}"
+        );
+    }
 }
 
 #[test]

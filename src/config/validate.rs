@@ -504,6 +504,8 @@ fn retry(
             .events
             .iter()
             .chain(&topics.identify)
+            .chain(&topics.cohort_changes)
+            .chain(&topics.cohort_memberships)
             .map(String::as_str)
             .chain([topics.dead_letter.as_str()])
             .collect();
