@@ -39,8 +39,9 @@ pub struct RetrySettings {
     pub tier_prefix: String,
     /// Consumer group of every tier consumer (not the pipeline's group).
     pub group_id: String,
-    /// Partitions of tier topics created at start (existing topics are left as they are). At
-    /// least the number of destinations, so each gets a partition of its own.
+    /// Partitions of tier topics created at start (existing topics are left as they are). Give
+    /// at least one per destination, so each gets a partition of its own (`hookpipe run` uses
+    /// `max(6, destinations)` unless `[retry] tier_partitions` says otherwise).
     pub tier_partitions: i32,
     /// Replication factor of tier topics created at start.
     pub replication: i32,
@@ -182,7 +183,7 @@ impl RetryService {
             .create()
             .map_err(RetryStartError::Producer)?;
         let mut parker = Parker::new(
-            producer.clone(),
+            producer,
             settings.schedule.clone(),
             &settings.tier_prefix,
             dead_letter_topic,
