@@ -49,6 +49,7 @@ pub(super) struct Worker {
     routes: Vec<Route>,
     planned: Vec<Planned>,
     cohort: crate::cohort::Renderer,
+    batcher: super::batch::Batcher,
 }
 
 fn render(
@@ -71,6 +72,7 @@ fn render(
 impl Worker {
     pub(super) fn new(shared: Arc<Shared>) -> Worker {
         Worker {
+            batcher: super::batch::Batcher::new(shared.clone()),
             shared,
             scratch: Vec::new(),
             buffers: Buffers::default(),
@@ -96,6 +98,8 @@ impl Worker {
             }
             self.handle(msg).await;
         }
+        // Open batches go out now (the drain waits for them).
+        self.batcher.close().await;
     }
 
     /// Decodes, routes and renders `payload` into `self.planned`. Synchronous: the tapes borrow
@@ -115,6 +119,7 @@ impl Worker {
             routes,
             planned,
             cohort: _,
+            batcher: _,
         } = self;
         planned.clear();
         scratch.clear();
@@ -278,6 +283,16 @@ impl Worker {
                     });
                 }
                 Body::Ready(body) => {
+                    if let Some(batching) = super::batch::settings(&shared, &p.route) {
+                        let added = self
+                            .batcher
+                            .add(batching, p.route, &msg, body, settlement)
+                            .await;
+                        if !added {
+                            break;
+                        }
+                        continue;
+                    }
                     let request = Request {
                         id,
                         kind: p.route.kind,
