@@ -35,10 +35,15 @@ fn free_port() -> u16 {
 impl Hookpipe {
     /// Writes `config` (`{METRICS}` replaced by a free port) into `dir` and starts the binary.
     fn start(dir: &Path, config: &str) -> Hookpipe {
+        Hookpipe::start_named(dir, "hookpipe", config)
+    }
+
+    /// [`Hookpipe::start`] with its own config and log file names (several processes, restarts).
+    fn start_named(dir: &Path, name: &str, config: &str) -> Hookpipe {
         let port = free_port();
-        let path = dir.join("hookpipe.toml");
+        let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config.replace("{METRICS}", &port.to_string())).unwrap();
-        let log = dir.join("hookpipe.log");
+        let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hookpipe"))
             .arg("run")
@@ -59,6 +64,32 @@ impl Hookpipe {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no drain.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the process has read `n` messages.
+    async fn wait_consumed(&self, n: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .metric("hookpipe_messages_consumed_total")
+            .await
+            .unwrap_or(0.0)
+            < n
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} messages not read within {WAIT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGTERM, then waits (bounded) for the exit status.
@@ -478,16 +509,7 @@ batch = {{ max_events = 1000, max_wait_ms = 60000 }}
     let mut hp = Hookpipe::start(dir.path(), &config);
     produce(&events, 0..50).await;
     // Wait until all 50 were read (they wait in an open batch: not full, max_wait far away).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while hp
-        .metric("hookpipe_messages_consumed_total")
-        .await
-        .unwrap_or(0.0)
-        < 50.0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "log:\n{}", hp.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    hp.wait_consumed(50.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 0, "nothing sent before the batch closes");
     let status = hp.terminate().await;
@@ -617,5 +639,188 @@ batch = {{ max_events = 10, max_wait_ms = 1000, template = "{}" }}
             "none",
             "`input` is not bound in a batch template"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_users_batch_too_with_their_own_kind() {
+    let events = unique_topic("bt-uevents", 1).await;
+    let identify = unique_topic("bt-uidentify", 1).await;
+    let dlq = unique_topic("bt-udlq", 1).await;
+    let group = unique_name("bt-ugroup");
+    let receiver = Receiver::start().await;
+    let users: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"user_id":"id-{i}","user_properties":{{"n":{i}}}}}"#))
+        .collect();
+    produce_many(
+        &identify,
+        users.iter().map(|u| Outgoing::new(u.as_str()).partition(0)),
+    )
+    .await;
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "users"
+url = "{}"
+[destinations.users]
+batch = {{ max_events = 5, max_wait_ms = 60000 }}
+"#,
+        head(&group, &events, &dlq, r#"["1s"]"#).replace(
+            "dead_letter =",
+            &format!("identify = [\"{identify}\"]\ndead_letter =")
+        ),
+        receiver.url_for("/users"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hp = Hookpipe::start(dir.path(), &config);
+    let reqs = wait_events(&receiver, "/users", 10, &hp).await;
+    assert_eq!(reqs.len(), 2);
+    let mut bodies: Vec<String> = reqs.iter().map(Recorded::body_str).collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            format!("[{}]", users[..5].join(",")),
+            format!("[{}]", users[5..].join(","))
+        ]
+    );
+    assert!(reqs
+        .iter()
+        .all(|r| r.header("x-hookpipe-type") == Some("events.identify")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_same_full_batches_come_again_with_the_same_ids() {
+    let events = unique_topic("bt-kevents", 1).await;
+    let dlq = unique_topic("bt-kdlq", 1).await;
+    let group = unique_name("bt-kgroup");
+    // First life: every request hangs, so nothing settles before the kill.
+    let receiver = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_secs(120),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    produce(&events, 0..300).await;
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "k"
+url = "{}"
+request_timeout = "100s"
+[destinations.events]
+batch = {{ max_events = 100, max_wait_ms = 60000 }}
+"#,
+        head(&group, &events, &dlq, r#"["1s"]"#),
+        receiver.url_for("/k"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Hookpipe::start_named(dir.path(), "first", &config);
+    let seen = receiver.wait_for(3, WAIT).await;
+    assert_eq!(seen.len(), 3, "log:\n{}", first.log());
+    first.kill();
+    let committed = committed_offsets(&group, &events)
+        .await
+        .get(&0)
+        .copied()
+        .flatten();
+    assert!(
+        committed.is_none_or(|c| c == 0),
+        "nothing was settled, yet {committed:?} is committed"
+    );
+    let before: HashMap<String, String> = seen
+        .iter()
+        .map(|r| {
+            (
+                r.header("x-hookpipe-delivery-id").unwrap().to_string(),
+                r.body_str(),
+            )
+        })
+        .collect();
+    // Second life: the same messages, the same full batches, the same ids and bodies.
+    receiver.set_script(Script::always(Reply::ok()));
+    let second = Hookpipe::start_named(dir.path(), "second", &config);
+    wait_committed(&group, &events, 300, &second).await;
+    let after: HashMap<String, String> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.succeeded())
+        .map(|r| {
+            (
+                r.header("x-hookpipe-delivery-id").unwrap().to_string(),
+                r.body_str(),
+            )
+        })
+        .collect();
+    assert_eq!(after.len(), 3, "log:\n{}", second.log());
+    assert_eq!(after, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_with_open_batches_loses_nothing() {
+    const N: usize = 400;
+    let events = unique_topic("bt-bevents", 4).await;
+    let dlq = unique_topic("bt-bdlq", 1).await;
+    let group = unique_name("bt-bgroup");
+    let receiver = Receiver::start().await;
+    produce_many(
+        &events,
+        (0..N).map(|i| Outgoing::new(event(i)).partition((i % 4) as i32)),
+    )
+    .await;
+    // Batches never fill (1,000) and wait 4 s: when the second member joins, the first holds
+    // open batches of the partitions it is about to lose.
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "r"
+url = "{}"
+[destinations.events]
+batch = {{ max_events = 1000, max_wait_ms = 4000 }}
+"#,
+        head(&group, &events, &dlq, r#"["1s"]"#),
+        receiver.url_for("/r"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let a = Hookpipe::start_named(dir.path(), "a", &config);
+    a.wait_consumed(N as f64).await;
+    let b = Hookpipe::start_named(dir.path(), "b", &config);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut got: Vec<String> = insert_ids(
+            &receiver
+                .requests()
+                .into_iter()
+                .filter(|r| r.succeeded())
+                .collect::<Vec<_>>(),
+        );
+        got.sort();
+        got.dedup();
+        if got.len() == N {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {N} events; logs:\n{}\n----\n{}",
+            got.len(),
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.log().contains("partitions revoked"),
+        "the first member saw a revoke:\n{}",
+        a.log()
+    );
+    // Every partition ends committed at its end, whoever delivered it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = committed_offsets(&group, &events).await;
+        let done = (0..4).all(|p| c.get(&p).copied().flatten() == Some((N / 4) as i64));
+        if done {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "committed {c:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
