@@ -824,3 +824,89 @@ batch = {{ max_events = 1000, max_wait_ms = 4000 }}
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_are_dead_lettered_whole_and_their_offsets_settle() {
+    let events = unique_topic("bt-devents", 1).await;
+    let dlq = unique_topic("bt-ddlq", 1).await;
+    let group = unique_name("bt-dgroup");
+    // "refused" answers 400 forever: two attempts (waits = ["1s"]), then a dead letter.
+    let receiver = Receiver::with_script(Script::new(|r| {
+        if r.path == "/refused" {
+            Reply::Status(400)
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    produce(&events, 0..20).await;
+    let config = format!(
+        r#"{}
+[[destinations]]
+name = "refused"
+url = "{}"
+[destinations.events]
+batch = {{ max_events = 20, max_wait_ms = 60000 }}
+[[destinations]]
+name = "broken"
+url = "{}"
+[destinations.events]
+batch = {{ max_events = 20, max_wait_ms = 60000, template_inline = '${{inputs[0].no_such_field}}' }}
+"#,
+        head(&group, &events, &dlq, r#"["1s"]"#),
+        receiver.url_for("/refused"),
+        receiver.url_for("/broken"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hp = Hookpipe::start(dir.path(), &config);
+    let dead = read_all(&dlq, 2, WAIT).await;
+    assert_eq!(dead.len(), 2, "log:\n{}", hp.log());
+    // Both batches settled (dead letters are settlements): the offsets commit.
+    wait_committed(&group, &events, 20, &hp).await;
+    let by_reason: HashMap<String, &crate::support::kafka::Record> = dead
+        .iter()
+        .map(|d| (d.header("hookpipe.reason").unwrap(), d))
+        .collect();
+
+    let exhausted = by_reason["attempts_exhausted"];
+    assert_eq!(
+        exhausted.header("hookpipe.destination").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        exhausted.header("hookpipe.source.offset").as_deref(),
+        Some("0"),
+        "a batch names its first member"
+    );
+    let letter =
+        hookpipe::retry::DeadLetter::from_json(exhausted.payload.as_deref().unwrap()).unwrap();
+    let parked = letter.delivery.expect("the parked batch");
+    assert_eq!(
+        &parked.body[..],
+        array(0..20).as_bytes(),
+        "the whole batch body"
+    );
+    assert_eq!(parked.attempts.len(), 2);
+    let sent: HashSet<String> = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/refused")
+        .map(|r| r.header("x-hookpipe-delivery-id").unwrap().to_string())
+        .collect();
+    assert_eq!(sent, HashSet::from([parked.delivery_id.clone()]));
+
+    let failed = by_reason["render_failed"];
+    assert_eq!(
+        failed.header("hookpipe.destination").as_deref(),
+        Some("broken")
+    );
+    let letter =
+        hookpipe::retry::DeadLetter::from_json(failed.payload.as_deref().unwrap()).unwrap();
+    assert!(letter.reason.contains("no_such_field"), "{}", letter.reason);
+    assert_eq!(
+        letter.raw.as_deref(),
+        Some(array(0..20).as_bytes()),
+        "the batch template's inputs"
+    );
+    assert!(receiver.requests().iter().all(|r| r.path != "/broken"));
+}
