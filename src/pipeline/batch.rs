@@ -945,4 +945,28 @@ mod tests {
         write_array(std::iter::empty(), &mut out);
         assert_eq!(&out[..], b"[]");
     }
+
+    #[test]
+    fn a_batch_template_reads_inputs_also_where_it_reassigns_it() {
+        use crate::template::Options;
+        let render = |source: &str| {
+            let t = Template::compile_bound("t", source, &Options::default(), "inputs").unwrap();
+            let mut doc = br#"[{"n":1},{"n":2},{"n":3}]"#.to_vec();
+            let tape = simd_json::to_tape(&mut doc).unwrap();
+            let mut out = BytesMut::new();
+            t.render(&mut RenderState::default(), tape.as_value(), &mut out)
+                .unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        // A global of the same name reads the data model until it is assigned (FreeMarker).
+        assert_eq!(
+            render("<#assign inputs = inputs?filter(e -> e.n > 1)>${inputs?size}"),
+            "2"
+        );
+        assert_eq!(
+            render("${inputs[2].n}<#global inputs = [7]>${inputs[0]}"),
+            "37"
+        );
+        assert_eq!(render("${input???c}:${inputs?size}"), "false:3");
+    }
 }
