@@ -5,6 +5,11 @@
 //! wrote, so it cannot measure a no-op. Memory: one chunk (10,000 users per direction here) and
 //! one reused payload buffer; nothing grows with the cohort.
 //!
+//! `cohort/membership_1m_events/decode_window_batch_default_payload/hookpipe`: 1,000,000
+//! per-user membership event messages (400,000 users in 4 cohorts, flipping in and out) decoded,
+//! aggregated into one hourly window, closed, and the 200,000 net changes batched and written;
+//! before it, the peak memory of one run, which grows with the users pending in the open window.
+//!
 //! `cohort/1m_users/decode_batch_default_deliver/hookpipe` goes all the way: decode, batch, write
 //! the default payload and POST every batch with `deliver::Client` (16 in flight) to a local
 //! HTTP/1.1 receiver on 127.0.0.1 that reads each body and answers 204; it asserts the receiver
@@ -253,6 +258,7 @@ fn bench(c: &mut Criterion) {
         batch_size: BatchSize::DEFAULT,
         template: Some(Template::compile("seed", SEED_TEMPLATE, &Options::default()).unwrap()),
         request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
+        window: hookpipe::cohort::Window::HOURLY,
     };
     let mut renderer = Renderer::default();
     g.bench_function("batch_seed_template/hookpipe", |b| {
@@ -348,5 +354,79 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Users of the membership bench; user `u` has `u % 4 + 1` events, so 1,000,000 in all.
+const MEMBERS: usize = 400_000;
+
+/// The membership event messages of one hour of one partition, in timestamp order: user `u`
+/// (of cohort `(u / 8) % 4`) alternates in and out `u % 4 + 1` times, starting in when
+/// `(u / 4) % 2 == 0`. Users with an odd number of events end where they started: 100,000 enter
+/// and 100,000 leave (25,000 of each per cohort); the others flip back and send nothing.
+fn membership_messages() -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::with_capacity(MEMBERS * 5 / 2);
+    for round in 0..4 {
+        for u in (0..MEMBERS).filter(|u| u % 4 >= round) {
+            let in_cohort = ((u / 4) % 2 == 0) == (round % 2 == 0);
+            let ts = out.len() as i64 * 3;
+            let cohort = (u / 8) % 4;
+            let props = if u % 10 == 0 {
+                r#","user_properties":{"plan":"pro","ltv":12.5}"#
+            } else {
+                ""
+            };
+            let m = format!(
+                r#"{{"cohort_id":"c{cohort}","cohort_name":"Cohort {cohort}","user_id":"user-{u}@example.com","in_cohort":{in_cohort},"time":{ts}{props}}}"#
+            );
+            out.push((ts, m.into_bytes()));
+        }
+    }
+    out
+}
+
+/// Membership events through the windows: decode each message, add it to an hourly window of
+/// a `MembershipPartition`, close the hour, batch its net changes and write default payloads.
+fn bench_membership(c: &mut Criterion) {
+    use hookpipe::cohort::{Membership, MembershipPartition, Window};
+    let messages = membership_messages();
+    assert_eq!(messages.len(), 1_000_000);
+    let mut g = c.benchmark_group("cohort/membership_1m_events");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(messages.len() as u64));
+    let mut out = BytesMut::with_capacity(128 << 10);
+    let run = |out: &mut BytesMut| {
+        let mut p: MembershipPartition<()> = MembershipPartition::new("bench/0", &[Window::HOURLY]);
+        for (ts, m) in &messages {
+            let event = Membership::decode(m).unwrap();
+            p.add(*ts, event, || ()).unwrap();
+        }
+        let pending = p.pending_users();
+        let (closed, _) = p.close(3_600_000);
+        let mut tally = (0, 0, 0);
+        for w in &closed {
+            write_chunk(&w.chunk, out, &mut tally);
+        }
+        assert_eq!(pending, MEMBERS);
+        assert_eq!(closed.len(), 4);
+        assert_eq!((tally.0, tally.1), (200_000, 200));
+        assert!(tally.2 > 30 * 200_000);
+        tally
+    };
+    // Memory of one run: the open window holds one entry per distinct user that changed.
+    if std::fs::write("/proc/self/clear_refs", "5").is_ok() {
+        if let (Some((before, _)), _, Some((_, peak))) = (rss_kib(), run(&mut out), rss_kib()) {
+            eprintln!(
+                "membership window run, peak resident memory above the start: {} KiB for {} \
+                 pending users ({} bytes each)",
+                peak.saturating_sub(before),
+                MEMBERS,
+                peak.saturating_sub(before) * 1024 / MEMBERS as u64
+            );
+        }
+    }
+    g.bench_function("decode_window_batch_default_payload/hookpipe", |b| {
+        b.iter(|| run(&mut out))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_membership);
 criterion_main!(benches);

@@ -42,13 +42,14 @@ pub fn summary(c: &config::Config) -> String {
         ));
     }
     s.push_str(&format!(
-        "\n  kafka: {} group {:?}, {} extra setting(s)\n  topics: events {:?}, identify {:?}, cohort changes {:?}, dead letters {:?}\n  pipeline: {} workers, {} in flight ({} per destination), drain {:?}",
+        "\n  kafka: {} group {:?}, {} extra setting(s)\n  topics: events {:?}, identify {:?}, cohort changes {:?}, cohort memberships {:?}, dead letters {:?}\n  pipeline: {} workers, {} in flight ({} per destination), drain {:?}",
         c.kafka.bootstrap_servers,
         c.kafka.group_id,
         c.kafka.settings.len(),
         c.topics.events,
         c.topics.identify,
         c.topics.cohort_changes,
+        c.topics.cohort_memberships,
         c.topics.dead_letter,
         c.pipeline.workers,
         c.pipeline.max_in_flight,
@@ -99,8 +100,9 @@ pub fn summary(c: &config::Config) -> String {
                 crate::cohort::config::CohortFilter::Only(ids) => format!("cohorts {ids:?}"),
             };
             s.push_str(&format!(
-                "\n    cohorts: {which}, batches of {}, request timeout {:?}, {} payload",
+                "\n    cohorts: {which}, batches of {}, window {}, request timeout {:?}, {} payload",
                 co.batch_size.get(),
+                co.window,
                 co.request_timeout,
                 if co.template.is_some() {
                     "templated"

@@ -4,7 +4,6 @@
 //! is left as it is.
 
 use crate::config::Config;
-use crate::deliver::Client;
 use crate::retry::park::{producer_config, DEFAULT_TIER_PREFIX};
 use crate::retry::replay::{parse_time, replay, ReplayFilter};
 use crate::retry::{Parker, Schedule};
@@ -83,7 +82,7 @@ async fn run(config: &Config, args: &Args) -> Result<(), Box<dyn std::error::Err
     }
     let mut clients = HashMap::new();
     for d in &config.destinations {
-        clients.insert(d.name.clone(), Client::new(crate::pipeline::endpoint(d))?);
+        clients.insert(d.name.clone(), crate::pipeline::client(d)?);
     }
     let producer: FutureProducer = producer_config(&base).create()?;
     // Failures follow the config's retry tiers, as in `hookpipe run`; with `[retry] enabled =

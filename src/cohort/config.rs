@@ -96,6 +96,25 @@ impl Window {
     }
 }
 
+impl std::fmt::Display for Window {
+    /// `realtime`, `hourly`, `daily`, or the length in the largest unit that divides it
+    /// (`15m`, `30s`): what `window =` accepts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Window::REALTIME => f.write_str("realtime"),
+            Window::HOURLY => f.write_str("hourly"),
+            Window::DAILY => f.write_str("daily"),
+            Window { length_ms: ms } => {
+                let (n, unit) = [(3_600_000, "h"), (60_000, "m"), (1000, "s")]
+                    .into_iter()
+                    .find(|(u, _)| ms % u == 0)
+                    .map_or((ms, "ms"), |(u, name)| (ms / u, name));
+                write!(f, "{n}{unit}")
+            }
+        }
+    }
+}
+
 /// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or `<n>d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
@@ -289,6 +308,19 @@ mod tests {
         assert_eq!(Window::parse("hourly").unwrap(), Window::HOURLY);
         assert_eq!(Window::parse("1d").unwrap(), Window::DAILY);
         assert_eq!(Window::parse("30s").unwrap().length_ms(), 30_000);
+        for (text, shown) in [
+            ("realtime", "realtime"),
+            ("1h", "hourly"),
+            ("24h", "daily"),
+            ("30s", "30s"),
+            ("90s", "90s"),
+            ("15m", "15m"),
+            ("2h", "2h"),
+        ] {
+            let w = Window::parse(text).unwrap();
+            assert_eq!(w.to_string(), shown);
+            assert_eq!(Window::parse(shown).unwrap(), w);
+        }
         for bad in ["0s", "500ms", "2d", "7m", "1w", "", "h"] {
             assert!(Window::parse(bad).is_err(), "{bad}");
         }

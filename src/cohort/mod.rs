@@ -30,7 +30,7 @@ pub use batch::{Batch, BatchSize, Batches, MessageId};
 pub use config::{CohortSettings, RawCohortSettings, Window};
 pub use input::{Chunk, DecodeError, Header, Membership, User};
 pub use route::{CohortRoute, Renderer};
-pub use settle::MembershipPartition;
+pub use settle::{close_watermark, MembershipPartition};
 pub use window::{ClosedWindow, Late, WindowAggregator};
 
 use std::time::Duration;

@@ -27,6 +27,8 @@ pub struct CohortRoute {
     pub template: Option<Template>,
     /// Timeout of one HTTP try of its cohort deliveries.
     pub request_timeout: std::time::Duration,
+    /// The window its membership events are aggregated over (its sync cadence).
+    pub window: super::config::Window,
 }
 
 /// Per-worker rendering state for cohort payloads, reused from chunk to chunk.
@@ -146,6 +148,7 @@ mod tests {
             batch_size: BatchSize::new(size).unwrap(),
             template: None,
             request_timeout: crate::cohort::DEFAULT_REQUEST_TIMEOUT,
+            window: crate::cohort::Window::HOURLY,
         }
     }
 

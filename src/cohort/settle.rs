@@ -6,9 +6,14 @@
 //! longest length when they nest, such as hourly and daily), and all of a range's offsets are
 //! released together, once every window of every length inside it has closed and every delivery
 //! of those windows is settled. Window lengths divide a day, so the range does too, and every
-//! window lies inside one range; with broker-assigned (LogAppendTime) timestamps a range is a contiguous
-//! run of offsets, so the committed offset never falls inside a released range, and a crash
-//! replays each range, hence each window, completely or not at all.
+//! window lies inside one range; with broker-assigned (LogAppendTime) timestamps a range is a
+//! contiguous run of offsets, so the committed offset never falls inside a released range, and a
+//! crash replays each range, hence each window, completely or not at all.
+//!
+//! Only the *first* event of a range is held (the caller's hold `H`, such as the offset's
+//! settlement): every later event of the range comes after it in the partition, so a commit
+//! cannot pass them before it passes the first one. Memory is one hold per open range, not one
+//! per event.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,28 +22,43 @@ use super::input::Membership;
 use super::window::{ClosedWindow, Late, WindowAggregator};
 
 /// The membership windows of one partition (see the module doc). The pipeline owns one per
-/// assigned partition of a membership topic and drops it when the partition is revoked.
+/// assigned partition of a membership topic and drops it when the partition is revoked; `H` is
+/// what it holds back per range (the first offset's settlement) until the range is released.
 #[derive(Debug)]
-pub struct MembershipPartition {
+pub struct MembershipPartition<H> {
     aggregators: Vec<WindowAggregator<()>>,
     range_ms: i64,
-    ranges: BTreeMap<i64, Range>,
-    /// Closed windows not yet settled: change id → (range start, deliveries outstanding, or
-    /// `None` while not yet rendered).
-    windows: HashMap<String, (i64, Option<usize>)>,
+    ranges: BTreeMap<i64, Range<H>>,
+    /// Closed windows whose deliveries are not all settled: change id → range start.
+    windows: HashMap<String, i64>,
     /// The greatest watermark windows were closed at.
     watermark: i64,
 }
 
-#[derive(Debug, Default)]
-struct Range {
-    offsets: Vec<u64>,
+#[derive(Debug)]
+struct Range<H> {
+    /// The hold of the range's first event.
+    hold: Option<H>,
+    /// Events added to the range.
+    events: usize,
+    /// Closed windows of the range not yet settled.
     unsettled_windows: usize,
 }
 
+impl<H> Range<H> {
+    fn new() -> Range<H> {
+        Range {
+            hold: None,
+            events: 0,
+            unsettled_windows: 0,
+        }
+    }
+}
+
 /// The timestamp up to which a partition's windows may close. `last_ts_ms` is the greatest
-/// timestamp read from the partition; once it is read to its end (`caught_up`), time has also
-/// moved on to `now_ms - grace_ms` (the grace covers clock skew with the broker).
+/// timestamp read from the partition; once it is read to its end (`caught_up`: everything
+/// appended before `now_ms` was read), time has also moved on to `now_ms - grace_ms` (the grace
+/// covers clock skew with the broker, and producers' clocks with CreateTime).
 pub fn close_watermark(last_ts_ms: i64, caught_up: bool, now_ms: i64, grace_ms: i64) -> i64 {
     if caught_up {
         last_ts_ms.max(now_ms.saturating_sub(grace_ms))
@@ -47,10 +67,10 @@ pub fn close_watermark(last_ts_ms: i64, caught_up: bool, now_ms: i64, grace_ms: 
     }
 }
 
-impl MembershipPartition {
+impl<H> MembershipPartition<H> {
     /// Windows of the given lengths (the distinct ones of the destinations reading this topic)
     /// for the partition named `scope` (`topic/partition`, part of every window's change id).
-    pub fn new(scope: &str, windows: &[Window]) -> MembershipPartition {
+    pub fn new(scope: &str, windows: &[Window]) -> MembershipPartition<H> {
         let mut lengths: Vec<u64> = windows.iter().map(|w| w.length_ms()).collect();
         lengths.sort_unstable();
         lengths.dedup();
@@ -70,44 +90,62 @@ impl MembershipPartition {
         }
     }
 
-    /// Adds the event read at `offset` with Kafka timestamp `ts_ms` to its window of every
-    /// length. A late event (its window of some length already closed) is added to none and
-    /// handed back, for the dead-letter topic; its offset is then the caller's to settle.
+    /// The length of a range, in milliseconds.
+    pub fn range_ms(&self) -> i64 {
+        self.range_ms
+    }
+
+    /// Adds the event with Kafka timestamp `ts_ms` to its window of every length. When it is
+    /// the first event of its range, `hold` is called and its result kept until the range is
+    /// released (returned by [`Self::close`] or [`Self::settled`]); otherwise `hold` is not
+    /// called and the event's offset needs no hold of its own. A late event (its window of some
+    /// length already closed) is added to none and handed back, for the dead-letter topic.
     #[allow(clippy::result_large_err)]
-    pub fn add(&mut self, offset: u64, ts_ms: i64, event: Membership) -> Result<(), Late<u64>> {
-        let range = ts_ms.div_euclid(self.range_ms) * self.range_ms;
+    pub fn add(
+        &mut self,
+        ts_ms: i64,
+        event: Membership,
+        hold: impl FnOnce() -> H,
+    ) -> Result<(), Late<()>> {
         if let Some(closed_before) = self.aggregators.iter().find_map(|a| a.closed_before(ts_ms)) {
             return Err(Late {
                 event,
-                source: offset,
+                source: (),
                 at_ms: ts_ms,
                 closed_before,
             });
         }
         if let Some((last, rest)) = self.aggregators.split_last_mut() {
             for agg in rest {
-                agg.add(ts_ms, event.clone(), ())
-                    .map_err(|l| with_source(l, offset))?;
+                agg.add(ts_ms, event.clone(), ())?;
             }
-            last.add(ts_ms, event, ())
-                .map_err(|l| with_source(l, offset))?;
+            last.add(ts_ms, event, ())?;
         }
-        self.ranges.entry(range).or_default().offsets.push(offset);
+        let start = ts_ms.div_euclid(self.range_ms) * self.range_ms;
+        let range = self.ranges.entry(start).or_insert_with(Range::new);
+        if range.events == 0 {
+            range.hold = Some(hold());
+        }
+        range.events += 1;
         Ok(())
     }
 
     /// Closes every window ending at or before `watermark_ms` (see [`close_watermark`]), shortest
     /// length first, and returns them to be rendered for the destinations of their length
-    /// (`end_ms - start_ms`). Each must then be reported with [`Self::rendered`]. Returns also
-    /// the offsets released by ranges that had nothing left to wait for.
-    pub fn close(&mut self, watermark_ms: i64) -> (Vec<ClosedWindow<()>>, Vec<u64>) {
+    /// (`end_ms - start_ms`). Each must then be reported with [`Self::settled`] once all its
+    /// deliveries are settled (at once when it has none). Returns also the holds of ranges that
+    /// had nothing left to wait for.
+    pub fn close(&mut self, watermark_ms: i64) -> (Vec<ClosedWindow<()>>, Vec<H>) {
         let mut closed = Vec::new();
         for agg in &mut self.aggregators {
             for w in agg.close_until(watermark_ms) {
                 let range = w.start_ms.div_euclid(self.range_ms) * self.range_ms;
-                self.ranges.entry(range).or_default().unsettled_windows += 1;
+                self.ranges
+                    .entry(range)
+                    .or_insert_with(Range::new)
+                    .unsettled_windows += 1;
                 self.windows
-                    .insert(w.chunk.header().change_id.clone(), (range, None));
+                    .insert(w.chunk.header().change_id.clone(), range);
                 closed.push(w);
             }
         }
@@ -116,33 +154,16 @@ impl MembershipPartition {
         (closed, released)
     }
 
-    /// Reports how many deliveries a closed window produced over all destinations. Returns the
-    /// offsets this releases (when it produced none and was the last thing its range awaited).
-    pub fn rendered(&mut self, change_id: &str, deliveries: usize) -> Vec<u64> {
-        match self.windows.get_mut(change_id) {
-            Some((_, pending)) if pending.is_none() => *pending = Some(deliveries),
-            _ => return Vec::new(),
-        }
-        if deliveries == 0 {
-            self.window_done(change_id);
-        }
-        self.release()
-    }
-
-    /// Reports one delivery of a closed window settled (delivered, parked or dead-lettered).
-    /// Returns the offsets this releases.
-    pub fn settled(&mut self, change_id: &str) -> Vec<u64> {
-        let done = match self.windows.get_mut(change_id) {
-            Some((_, Some(n))) if *n > 0 => {
-                *n -= 1;
-                *n == 0
-            }
-            _ => false,
-        };
-        if !done {
+    /// Reports every delivery of the closed window `change_id` settled (delivered, parked or
+    /// dead-lettered), or that it had none. Returns the holds this releases. Unknown or repeated
+    /// reports change nothing.
+    pub fn settled(&mut self, change_id: &str) -> Vec<H> {
+        let Some(range) = self.windows.remove(change_id) else {
             return Vec::new();
+        };
+        if let Some(r) = self.ranges.get_mut(&range) {
+            r.unsettled_windows -= 1;
         }
-        self.window_done(change_id);
         self.release()
     }
 
@@ -151,34 +172,32 @@ impl MembershipPartition {
         self.aggregators.iter().map(|a| a.pending_users()).sum()
     }
 
-    /// Offsets read and not yet released.
-    pub fn held_offsets(&self) -> usize {
-        self.ranges.values().map(|r| r.offsets.len()).sum()
+    /// Events read and not yet released (their range still open or unsettled).
+    pub fn held_events(&self) -> usize {
+        self.ranges.values().map(|r| r.events).sum()
     }
 
-    fn window_done(&mut self, change_id: &str) {
-        if let Some((range, _)) = self.windows.remove(change_id) {
-            if let Some(r) = self.ranges.get_mut(&range) {
-                r.unsettled_windows -= 1;
-            }
-        }
+    /// Closed windows whose deliveries are not all settled.
+    pub fn unsettled_windows(&self) -> usize {
+        self.windows.len()
     }
 
-    /// Releases every range that is closed (its longest window closed) with nothing unsettled.
-    fn release(&mut self) -> Vec<u64> {
+    /// Releases every range that is closed (its longest window closed) with nothing unsettled,
+    /// oldest first.
+    fn release(&mut self) -> Vec<H> {
         let mut released = Vec::new();
         // Every window inside a range ending at or before the watermark has closed.
         let watermark = self.watermark;
+        let range_ms = self.range_ms;
         self.ranges.retain(|&start, r| {
-            let closed = start.saturating_add(self.range_ms) <= watermark;
+            let closed = start.saturating_add(range_ms) <= watermark;
             if closed && r.unsettled_windows == 0 {
-                released.append(&mut r.offsets);
+                released.extend(r.hold.take());
                 false
             } else {
                 true
             }
         });
-        released.sort_unstable();
         released
     }
 }
@@ -188,15 +207,6 @@ fn gcd(a: u64, b: u64) -> u64 {
         a
     } else {
         gcd(b, a % b)
-    }
-}
-
-fn with_source(late: Late<()>, offset: u64) -> Late<u64> {
-    Late {
-        event: late.event,
-        source: offset,
-        at_ms: late.at_ms,
-        closed_before: late.closed_before,
     }
 }
 
@@ -217,13 +227,30 @@ mod tests {
         }
     }
 
+    /// Adds `event` read at `offset`, holding the offset when the partition asks for a hold.
+    fn add(
+        p: &mut MembershipPartition<u64>,
+        offset: u64,
+        ts: i64,
+        event: Membership,
+    ) -> Result<bool, Late<()>> {
+        let mut held = false;
+        p.add(ts, event, || {
+            held = true;
+            offset
+        })?;
+        Ok(held)
+    }
+
     #[test]
-    fn offsets_are_released_per_range_once_every_window_in_it_settled() {
+    fn a_range_is_released_once_every_window_in_it_settled() {
         let mut p = MembershipPartition::new("t/0", &[Window::HOURLY, Window::DAILY]);
-        p.add(0, 10, ev("a", true)).unwrap();
-        p.add(1, H + 10, ev("b", true)).unwrap();
-        p.add(2, H + 20, ev("b", false)).unwrap(); // b flips back within the hour and the day
-        assert_eq!(p.held_offsets(), 3);
+        assert_eq!(p.range_ms(), 24 * H);
+        assert!(add(&mut p, 0, 10, ev("a", true)).unwrap());
+        assert!(!add(&mut p, 1, H + 10, ev("b", true)).unwrap());
+        // b flips back within the hour and the day.
+        assert!(!add(&mut p, 2, H + 20, ev("b", false)).unwrap());
+        assert_eq!(p.held_events(), 3);
 
         // Two hours in: the two hourly windows close; the day is still open, nothing released.
         let (closed, released) = p.close(2 * H);
@@ -234,57 +261,72 @@ mod tests {
         let hour1 = closed[1].chunk.header().change_id.clone();
         assert_eq!(closed[0].chunk.batches(BatchSize::DEFAULT).count(), 1);
         assert_eq!(closed[1].chunk.batches(BatchSize::DEFAULT).count(), 0);
-        assert!(p.rendered(&hour0, 2).is_empty());
-        assert!(p.rendered(&hour1, 0).is_empty());
-        assert!(p.settled(&hour0).is_empty());
+        assert_eq!(p.unsettled_windows(), 2);
+        assert!(p.settled(&hour1).is_empty());
         assert!(p.settled(&hour0).is_empty());
 
-        // The day closes; its window is rendered for one destination; settling it releases
-        // the whole day's offsets at once.
+        // The day closes; settling its window releases the day's one hold.
         let (closed, released) = p.close(24 * H + 5);
         assert!(released.is_empty());
         assert_eq!(closed.len(), 1);
         let day = closed[0].chunk.header().change_id.clone();
         assert_eq!(closed[0].chunk.entered(), &[User::new("a")]);
-        assert!(p.rendered(&day, 1).is_empty());
-        assert_eq!(p.settled(&day), vec![0, 1, 2]);
-        assert_eq!(p.held_offsets(), 0);
+        assert_eq!(p.settled(&day), vec![0]);
+        assert_eq!((p.held_events(), p.unsettled_windows()), (0, 0));
         // Repeated or unknown reports change nothing.
         assert!(p.settled(&day).is_empty());
-        assert!(p.rendered("nope", 0).is_empty());
+        assert!(p.settled("nope").is_empty());
     }
 
     #[test]
     fn a_range_waits_for_its_slowest_window() {
         let mut p = MembershipPartition::new("t/0", &[Window::HOURLY]);
-        p.add(7, 5, ev("a", true)).unwrap();
-        p.add(8, 6, ev("a", true)).unwrap();
+        assert!(add(&mut p, 7, 5, ev("a", true)).unwrap());
+        assert!(!add(&mut p, 8, 6, ev("a", true)).unwrap());
         let mut other = ev("z", false);
         other.cohort_id = "d".into();
-        p.add(9, 7, other).unwrap();
+        assert!(!add(&mut p, 9, 7, other).unwrap());
         let (closed, _) = p.close(H);
         assert_eq!(closed.len(), 2);
         let (c, d) = (
             closed[0].chunk.header().change_id.clone(),
             closed[1].chunk.header().change_id.clone(),
         );
-        assert!(p.rendered(&c, 1).is_empty());
-        assert!(p.rendered(&d, 1).is_empty());
         assert!(p.settled(&d).is_empty());
-        assert_eq!(p.settled(&c), vec![7, 8, 9]);
+        assert_eq!(p.settled(&c), vec![7]);
+    }
+
+    #[test]
+    fn ranges_are_released_oldest_first_each_with_its_own_hold() {
+        let mut p = MembershipPartition::new("t/0", &[Window::REALTIME]);
+        let m = 60_000;
+        assert!(add(&mut p, 0, 10, ev("a", true)).unwrap());
+        assert!(add(&mut p, 1, m + 10, ev("b", true)).unwrap());
+        assert!(add(&mut p, 2, 3 * m, ev("c", true)).unwrap());
+        let (closed, released) = p.close(3 * m);
+        assert_eq!(closed.len(), 2);
+        assert!(released.is_empty());
+        let ids: Vec<String> = closed
+            .iter()
+            .map(|w| w.chunk.header().change_id.clone())
+            .collect();
+        // The later window settles first: its range goes at once, not the earlier one's.
+        assert_eq!(p.settled(&ids[1]), vec![1]);
+        assert_eq!(p.settled(&ids[0]), vec![0]);
+        assert_eq!(p.held_events(), 1);
     }
 
     #[test]
     fn late_events_are_refused_by_every_length() {
         let mut p = MembershipPartition::new("t/0", &[Window::REALTIME, Window::HOURLY]);
-        p.add(0, 10, ev("a", true)).unwrap();
+        add(&mut p, 0, 10, ev("a", true)).unwrap();
         let (closed, _) = p.close(60_000);
         assert_eq!(closed.len(), 1);
-        let late = p.add(1, 59_999, ev("b", true)).unwrap_err();
-        assert_eq!(late.source, 1);
+        let late = add(&mut p, 1, 59_999, ev("b", true)).unwrap_err();
+        assert_eq!((late.at_ms, late.closed_before), (59_999, 60_000));
         // Not added to the hourly window either.
         assert_eq!(p.pending_users(), 1);
-        assert_eq!(p.held_offsets(), 1);
+        assert_eq!(p.held_events(), 1);
     }
 
     #[test]
@@ -292,22 +334,33 @@ mod tests {
         // 16 minutes and 1 hour: 16-minute windows straddle hours, so ranges are 4 hours.
         let m16 = Window::parse("16m").unwrap();
         let mut p = MembershipPartition::new("t/0", &[m16, Window::HOURLY]);
-        assert_eq!(p.range_ms, 4 * H);
-        p.add(0, 55 * 60_000, ev("a", true)).unwrap();
+        assert_eq!(p.range_ms(), 4 * H);
+        add(&mut p, 0, 55 * 60_000, ev("a", true)).unwrap();
         let (closed, _) = p.close(61 * 60_000);
         assert_eq!(closed.len(), 1); // the hour; the 16-minute window 48..64 is still open
         assert_eq!(closed[0].end_ms - closed[0].start_ms, H);
         let hour = closed[0].chunk.header().change_id.clone();
         // 56 min is in the open 16-minute window but in the closed hour: late for the hour.
-        assert!(p.add(1, 56 * 60_000, ev("b", true)).is_err());
+        assert!(add(&mut p, 1, 56 * 60_000, ev("b", true)).is_err());
         let (closed, released) = p.close(4 * H);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].start_ms, 48 * 60_000);
         assert!(released.is_empty());
-        assert!(p
-            .rendered(&closed[0].chunk.header().change_id, 0)
-            .is_empty());
-        assert_eq!(p.rendered(&hour, 0), vec![0]);
+        assert!(p.settled(&closed[0].chunk.header().change_id).is_empty());
+        assert_eq!(p.settled(&hour), vec![0]);
+    }
+
+    #[test]
+    fn a_range_without_windows_to_wait_for_is_released_by_close() {
+        // Every user flipped back: the window closes with no batch; once reported settled the
+        // range goes. A range whose windows were all reported goes with the close itself.
+        let mut p = MembershipPartition::new("t/0", &[Window::REALTIME]);
+        add(&mut p, 4, 1, ev("a", true)).unwrap();
+        add(&mut p, 5, 2, ev("a", false)).unwrap();
+        let (closed, released) = p.close(60_000);
+        assert!(released.is_empty());
+        assert_eq!(closed[0].chunk.batches(BatchSize::DEFAULT).count(), 0);
+        assert_eq!(p.settled(&closed[0].chunk.header().change_id), vec![4]);
     }
 
     #[test]

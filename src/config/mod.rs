@@ -60,6 +60,8 @@ pub struct Topics {
     pub identify: Vec<String>,
     /// Computed cohort change topics.
     pub cohort_changes: Vec<String>,
+    /// Per-user cohort membership event topics.
+    pub cohort_memberships: Vec<String>,
     /// Dead-letter topic.
     pub dead_letter: String,
 }

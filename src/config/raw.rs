@@ -81,6 +81,10 @@ pub struct RawTopics {
     /// Topics of computed cohort change chunks (`docs/cohorts.md`).
     #[serde(default)]
     pub cohort_changes: Vec<String>,
+    /// Topics of per-user cohort membership events, aggregated over each destination's window
+    /// (`docs/cohorts.md`).
+    #[serde(default)]
+    pub cohort_memberships: Vec<String>,
     /// Where malformed messages and undeliverable payloads go.
     pub dead_letter: String,
 }

@@ -253,6 +253,7 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
         ("events", &raw.events),
         ("identify", &raw.identify),
         ("cohort_changes", &raw.cohort_changes),
+        ("cohort_memberships", &raw.cohort_memberships),
     ] {
         for (i, t) in list.iter().enumerate() {
             let path = format!("topics.{field}[{i}]");
@@ -263,10 +264,15 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
             }
         }
     }
-    if raw.events.is_empty() && raw.identify.is_empty() && raw.cohort_changes.is_empty() {
+    if raw.events.is_empty()
+        && raw.identify.is_empty()
+        && raw.cohort_changes.is_empty()
+        && raw.cohort_memberships.is_empty()
+    {
         p.add(
             "topics",
-            "no input topics: set topics.events, topics.identify and/or topics.cohort_changes",
+            "no input topics: set topics.events, topics.identify, topics.cohort_changes and/or \
+             topics.cohort_memberships",
         );
     }
     if let Some(m) = topic_name_problem(&raw.dead_letter) {
@@ -281,6 +287,7 @@ fn topics(raw: &super::raw::RawTopics, p: &mut Problems) -> Option<Topics> {
         events: raw.events.clone(),
         identify: raw.identify.clone(),
         cohort_changes: raw.cohort_changes.clone(),
+        cohort_memberships: raw.cohort_memberships.clone(),
         dead_letter: raw.dead_letter.clone(),
     })
 }
@@ -899,5 +906,6 @@ fn cohorts(
         batch_size: s.batch_size,
         template,
         request_timeout: s.request_timeout,
+        window: s.window,
     })
 }

@@ -41,6 +41,11 @@ pub struct ClientOptions {
     /// Certificate authorities trusted besides the webpki (Mozilla) roots, for receivers behind a
     /// private CA. Empty by default.
     pub extra_root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Request timeouts of particular kinds, instead of the endpoint's `request_timeout` (cohort
+    /// batches have their own, `cohorts.request_timeout`). Kept by the client, so every attempt
+    /// of a request, the first or one from a retry tier (whose records carry the kind), gets
+    /// its kind's timeout.
+    pub kind_timeouts: Vec<(super::Kind, Duration)>,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +56,7 @@ impl Default for ClientOptions {
             max_response_body: 64 * 1024,
             attempt: AttemptPolicy::default(),
             extra_root_certificates: Vec::new(),
+            kind_timeouts: Vec::new(),
         }
     }
 }
@@ -225,7 +231,12 @@ impl Client {
                 return (record, Decision::GiveUp);
             }
         };
-        let timeout = inner.request_timeout;
+        let timeout = inner
+            .options
+            .kind_timeouts
+            .iter()
+            .find(|(kind, _)| *kind == request.kind)
+            .map_or(inner.request_timeout, |&(_, t)| t);
         let response = match tokio::time::timeout(timeout, inner.http.request(req)).await {
             Err(_) => Err(TransportError::Timeout(timeout)),
             Ok(Err(e)) => Err(transport_error(&e)),

@@ -35,6 +35,7 @@ mod batch;
 pub mod breaker;
 mod cohort;
 pub mod id;
+mod membership;
 pub mod settle;
 pub mod user;
 mod worker;
@@ -91,8 +92,6 @@ pub struct Summary {
 pub(crate) struct Shared {
     destinations: Vec<Arc<Destination>>,
     clients: Vec<Client>,
-    /// Per destination with cohorts: a client with the cohort request timeout.
-    cohort_clients: Vec<Option<Client>>,
     metrics: Vec<DestinationMetrics>,
     breakers: Vec<breaker::Breaker>,
     permits: Vec<Arc<Semaphore>>,
@@ -130,6 +129,19 @@ pub fn endpoint(d: &Destination) -> Endpoint {
     }
 }
 
+/// A destination's client: its endpoint, with cohort batches (`cohorts.computed`) timed out by
+/// the destination's cohort request timeout. The retry tiers and `hookpipe replay` attempt
+/// through the same clients, so a parked cohort batch keeps its timeout.
+pub fn client(d: &Destination) -> Result<Client, deliver::BuildError> {
+    let mut options = deliver::ClientOptions::default();
+    if let Some(c) = &d.cohorts {
+        options
+            .kind_timeouts
+            .push((deliver::Kind::Cohort, c.request_timeout));
+    }
+    Client::with_options(endpoint(d), options)
+}
+
 /// Runs the pipeline until `shutdown` fires, then drains and commits. See the module docs.
 pub async fn run(
     config: Config,
@@ -138,28 +150,11 @@ pub async fn run(
 ) -> Result<Summary, PipelineError> {
     let mut clients = Vec::new();
     for d in &config.destinations {
-        let client = Client::new(endpoint(d)).map_err(|source| PipelineError::Client {
+        let client = client(d).map_err(|source| PipelineError::Client {
             destination: d.name.clone(),
             source,
         })?;
         clients.push(client);
-    }
-    let mut cohort_clients = Vec::new();
-    for d in &config.destinations {
-        let client = match &d.cohorts {
-            Some(c) => Some(
-                Client::new(Endpoint {
-                    request_timeout: c.request_timeout,
-                    ..endpoint(d)
-                })
-                .map_err(|source| PipelineError::Client {
-                    destination: d.name.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
-        cohort_clients.push(client);
     }
     let base = source::client_config(&config.kafka);
     let dead_letters = DeadLetters::new(&base, &config.topics.dead_letter, telemetry.clone())
@@ -209,6 +204,12 @@ pub async fn run(
     for t in &config.topics.cohort_changes {
         topic_kinds.insert(t.clone(), (TopicKind::CohortChanges, telemetry.topic(t)));
     }
+    for t in &config.topics.cohort_memberships {
+        topic_kinds.insert(
+            t.clone(),
+            (TopicKind::CohortMemberships, telemetry.topic(t)),
+        );
+    }
     let inputs: Vec<String> = topic_kinds.keys().cloned().collect();
     let source = Source::new(
         &config.kafka,
@@ -244,7 +245,6 @@ pub async fn run(
         total: Arc::new(Semaphore::new(config.pipeline.max_in_flight)),
         destinations: config.destinations.clone(),
         clients,
-        cohort_clients,
         failure,
         overflow: config.pipeline.overflow && config.retry.is_some(),
         overflow_after: config.pipeline.overflow_after,

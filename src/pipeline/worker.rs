@@ -49,6 +49,7 @@ pub(super) struct Worker {
     routes: Vec<Route>,
     planned: Vec<Planned>,
     cohort: crate::cohort::Renderer,
+    memberships: super::membership::Memberships,
     batcher: super::batch::Batcher,
 }
 
@@ -73,7 +74,7 @@ impl Worker {
     pub(super) fn new(shared: Arc<Shared>) -> Worker {
         Worker {
             batcher: super::batch::Batcher::new(shared.clone()),
-            shared,
+            shared: shared.clone(),
             scratch: Vec::new(),
             buffers: Buffers::default(),
             tape: Some(Tape::null()),
@@ -86,12 +87,25 @@ impl Worker {
             routes: Vec::new(),
             planned: Vec::new(),
             cohort: crate::cohort::Renderer::default(),
+            memberships: super::membership::Memberships::new(&shared),
         }
     }
 
-    /// Handles messages until the channel closes.
+    /// Handles messages until the channel closes; ticks membership windows meanwhile.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<SourceMessage>) {
-        while let Some(msg) = rx.recv().await {
+        let mut tick = tokio::time::interval(super::membership::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = tick.tick(), if self.memberships.active() => {
+                    self.memberships.tick(&self.shared).await;
+                    continue;
+                }
+            };
             if self.shared.shutdown.is_cancelled() || msg.tracker.is_revoked() {
                 // Not registered, so not committed: read again by whoever owns it next.
                 continue;
@@ -119,6 +133,7 @@ impl Worker {
             routes,
             planned,
             cohort: _,
+            memberships: _,
             batcher: _,
         } = self;
         planned.clear();
@@ -200,7 +215,9 @@ impl Worker {
                         }
                     }
                     // Chunks never reach `prepare` (see `handle`), and plan routes none.
-                    (Payload::User, TopicKind::CohortChanges) => continue,
+                    (Payload::User, TopicKind::CohortChanges | TopicKind::CohortMemberships) => {
+                        continue
+                    }
                 };
                 planned.push(Planned { route: *r, body });
             }
@@ -223,6 +240,9 @@ impl Worker {
         let kind = *kind;
         if kind == TopicKind::CohortChanges {
             return super::cohort::handle(&shared, &mut self.cohort, msg, source).await;
+        }
+        if kind == TopicKind::CohortMemberships {
+            return self.memberships.handle(&shared, msg, source).await;
         }
         if let Err(m) = self.prepare(kind, &msg.payload) {
             let reason = if msg.payload.is_empty() {
@@ -334,7 +354,7 @@ impl Worker {
 }
 
 /// What [`admit_or_overflow`] decided for one delivery.
-enum Admitted {
+pub(super) enum Admitted {
     /// Attempt it now, holding these permits.
     Direct((OwnedSemaphorePermit, OwnedSemaphorePermit), Request),
     /// Handed to the overflow tier: settle once `Durable` resolves, holding the total permit
@@ -349,7 +369,7 @@ enum Admitted {
 /// attempt) it goes direct; otherwise it is handed to the failure path's overflow tier. Either
 /// way it waits for room under the total limit (healthy back-pressure: Kafka is the buffer).
 /// With overflow off (or a failure path that takes none), it waits for a permit as before.
-async fn admit_or_overflow(
+pub(super) async fn admit_or_overflow(
     shared: &Shared,
     destination: usize,
     request: Request,
@@ -459,10 +479,7 @@ impl Delivery {
         let outcome = match breaker.admit() {
             Admission::Attempt => {
                 let started = tokio::time::Instant::now();
-                let client = match (self.request.kind, &shared.cohort_clients[self.destination]) {
-                    (crate::deliver::Kind::Cohort, Some(c)) => c,
-                    _ => &shared.clients[self.destination],
-                };
+                let client = &shared.clients[self.destination];
                 let outcome = client.attempt(&self.request).await;
                 let took = started.elapsed();
                 let delivered = outcome.is_delivered();

@@ -28,6 +28,9 @@ pub enum TopicKind {
     Identify,
     /// Computed cohort change chunks: batched by [`crate::cohort`], not routed here.
     CohortChanges,
+    /// Per-user cohort membership events: aggregated into windows by [`crate::cohort`], not
+    /// routed here.
+    CohortMemberships,
 }
 
 /// Which payload of a message a delivery carries.
@@ -174,8 +177,8 @@ pub fn plan(
                 }
             }
         }
-        // The worker hands chunks to the cohort stage before planning; nothing to route here.
-        TopicKind::CohortChanges => {}
+        // The worker hands cohort input to the cohort stage before planning; nothing to route.
+        TopicKind::CohortChanges | TopicKind::CohortMemberships => {}
     }
     Ok(())
 }

@@ -14,6 +14,11 @@
 //!   because librdkafka throws away a paused partition's prefetched messages and fetches and
 //!   decompresses them again on resume. Polling never stops for longer than [`HANDOFF_WAIT`], so
 //!   the consumer never overruns `max.poll.interval.ms`.
+//! - End of partition: with every statistics report (`statistics.interval.ms`, 5 s by default)
+//!   the source records each assigned, actively fetched partition's end offset (librdkafka's
+//!   high watermark, refreshed by every fetch response) in its tracker, so cohort membership
+//!   windows can tell when their partition is read to its end. No broker call, no extra timer;
+//!   `enable.partition.eof` is not used because its event names the partition but not the topic.
 //! - Rebalances: on revoke, a partition's tracker is marked revoked (its queued messages and
 //!   in-flight settlements no longer count) and its watermark is committed synchronously.
 //!
@@ -169,7 +174,19 @@ struct Context {
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         for (topic, t) in &statistics.topics {
+            // The end as of the latest fetch response; a partition not being fetched (leader
+            // unknown, offset query, stopped) says nothing about now.
+            for p in t.partitions.values() {
+                if p.partition >= 0 && p.hi_offset >= 0 && p.fetch_state == "active" {
+                    if let Some(tracker) = self.assigned.get(topic, p.partition) {
+                        tracker.set_end(p.hi_offset, now);
+                    }
+                }
+            }
             let lag: i64 = t
                 .partitions
                 .values()

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct Entry {
     offset: i64,
     remaining: u32,
+    /// Held by an aggregation ([`PartitionTracker::hold`]), not a delivery in flight.
+    held: bool,
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +27,8 @@ struct State {
     next: Option<i64>,
     /// The last watermark handed to a commit; `None` = commit whatever the watermark is.
     committed: Option<i64>,
+    /// The partition's end offset (high watermark) as last learned, and when (unix ms).
+    end: Option<(i64, i64)>,
 }
 
 /// Settlement state of one assigned partition, for one assignment: after a revoke, a new
@@ -83,10 +87,13 @@ impl PartitionTracker {
             "offsets registered out of order"
         );
         s.next = Some(offset + 1);
-        if deliveries > 0 || !s.pending.is_empty() {
+        // An offset without deliveries needs no entry: the watermark stops at the first pending
+        // entry anyway, and passes it only once every earlier one is settled.
+        if deliveries > 0 {
             s.pending.push_back(Entry {
                 offset,
                 remaining: deliveries,
+                held: false,
             });
         }
         drop(s);
@@ -96,6 +103,41 @@ impl PartitionTracker {
                 offset,
             })
             .collect()
+    }
+
+    /// Registers `offset` as *held* by an aggregation that must see more messages before it can
+    /// deliver anything (cohort membership windows): like an offset with one delivery, it stops
+    /// the watermark until the returned settlement is settled, but it is not in flight, so
+    /// [`Self::outstanding`] (what shutdown drains) does not count it. Same ordering rule as
+    /// [`Self::register`].
+    pub fn hold(self: &Arc<Self>, offset: i64) -> Settlement {
+        let mut s = self.lock();
+        debug_assert!(
+            s.next.is_none_or(|n| offset >= n),
+            "offsets registered out of order"
+        );
+        s.next = Some(offset + 1);
+        s.pending.push_back(Entry {
+            offset,
+            remaining: 1,
+            held: true,
+        });
+        drop(s);
+        Settlement {
+            tracker: self.clone(),
+            offset,
+        }
+    }
+
+    /// Records the partition's end offset (the offset the next appended message will get), as
+    /// learned at `at_unix_ms`: every message appended before then has an offset below `end`.
+    pub fn set_end(&self, end: i64, at_unix_ms: i64) {
+        self.lock().end = Some((end, at_unix_ms));
+    }
+
+    /// The end offset and when it was learned (see [`Self::set_end`]); `None` until known.
+    pub fn end(&self) -> Option<(i64, i64)> {
+        self.lock().end
     }
 
     fn settle(&self, offset: i64) {
@@ -117,12 +159,12 @@ impl PartitionTracker {
         s.pending.front().map(|e| e.offset).or(s.next)
     }
 
-    /// Registered offsets whose deliveries are not all settled.
+    /// Registered offsets whose deliveries are not all settled (held offsets not included).
     pub fn outstanding(&self) -> usize {
         self.lock()
             .pending
             .iter()
-            .filter(|e| e.remaining > 0)
+            .filter(|e| e.remaining > 0 && !e.held)
             .count()
     }
 
@@ -243,6 +285,28 @@ mod tests {
         s.into_iter().for_each(Settlement::settle);
         t.settle(1);
         assert_eq!(t.watermark(), Some(2));
+    }
+
+    #[test]
+    fn held_offsets_stop_the_watermark_but_are_not_in_flight() {
+        let t = Arc::new(PartitionTracker::new("m", 0));
+        let held = t.hold(3);
+        for o in 4..1000 {
+            let _ = t.register(o, 0);
+        }
+        let d = t.register(1000, 1);
+        assert_eq!(t.watermark(), Some(3));
+        assert_eq!(t.outstanding(), 1, "only the delivery of 1000");
+        d.into_iter().for_each(Settlement::settle);
+        assert_eq!((t.watermark(), t.outstanding()), (Some(3), 0));
+        // Offsets without deliveries behind a held one take no memory: entries for 3 and
+        // 1000 only.
+        assert_eq!(t.lock().pending.len(), 2);
+        held.settle();
+        assert_eq!(t.watermark(), Some(1001));
+        assert_eq!(t.end(), None);
+        t.set_end(1001, 5);
+        assert_eq!(t.end(), Some((1001, 5)));
     }
 
     #[test]

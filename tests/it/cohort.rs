@@ -434,6 +434,7 @@ fn check_template_cases(names: &[&str]) {
             batch_size: BatchSize::DEFAULT,
             template: Some(template),
             request_timeout: hookpipe::cohort::DEFAULT_REQUEST_TIMEOUT,
+            window: hookpipe::cohort::Window::HOURLY,
         };
         let chunk = Chunk::decode(&change_message_for(&input)).unwrap();
         let mut results = Vec::new();

@@ -10,5 +10,6 @@ mod demo;
 mod differential;
 mod k8s;
 mod kafka_smoke;
+mod membership;
 mod pipeline;
 mod retry;
