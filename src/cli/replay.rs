@@ -91,12 +91,23 @@ async fn run(config: &Config, args: &Args) -> Result<(), Box<dyn std::error::Err
         Some(r) => (r.schedule.clone(), r.tier_prefix.as_str()),
         None => (Schedule::new(Vec::new())?, DEFAULT_TIER_PREFIX),
     };
-    let parker = Parker::new(
+    let mut parker = Parker::new(
         producer,
         schedule,
         prefix,
         config.topics.dead_letter.clone(),
     );
+    if config.retry.is_some() {
+        // Re-failures go to each destination's own partition of the tiers, as in `hookpipe run`.
+        let names: Vec<&String> = clients.keys().collect();
+        parker = match parker.clone().placed(&names, Duration::from_secs(10)).await {
+            Ok(placed) => placed,
+            Err(e) => {
+                eprintln!("hookpipe replay: {e}; re-failures are partitioned by destination name");
+                parker
+            }
+        };
+    }
     let filter = ReplayFilter {
         destinations: args.destinations.clone(),
         since_unix_ms: args.since,

@@ -103,10 +103,12 @@ pub struct Retry {
     pub group_id: String,
     /// Create missing tier topics at start.
     pub create_topics: bool,
-    /// Partitions of created tier topics.
+    /// Partitions of created tier topics (default: one per enabled destination, at least 6).
     pub tier_partitions: i32,
     /// Replication factor of created tier topics.
     pub replication_factor: i32,
+    /// Concurrency and memory bounds of each tier consumer.
+    pub limits: crate::retry::TierLimits,
 }
 
 /// How log lines are written.

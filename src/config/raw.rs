@@ -213,19 +213,45 @@ pub struct RawRetry {
     /// Create missing tier topics at start.
     #[serde(default = "yes")]
     pub create_topics: bool,
-    /// Partitions of tier topics hookpipe creates.
-    #[serde(default = "default_tier_partitions")]
-    pub tier_partitions: i32,
+    /// Partitions of tier topics hookpipe creates; absent = max(6, enabled destinations).
+    pub tier_partitions: Option<i32>,
     /// Replication factor of tier topics hookpipe creates.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// Attempts in flight per tier consumer, in all.
+    #[serde(default = "default_tier_max_in_flight")]
+    pub tier_max_in_flight: usize,
+    /// Attempts in flight per tier consumer, per destination.
+    #[serde(default = "default_tier_max_in_flight_per_destination")]
+    pub tier_max_in_flight_per_destination: usize,
+    /// Due records queued per tier consumer, per destination, before its partition pauses.
+    #[serde(default = "default_tier_max_queued_per_destination")]
+    pub tier_max_queued_per_destination: usize,
+    /// Due records queued per tier consumer in all before every partition pauses (last resort).
+    #[serde(default = "default_tier_max_queued")]
+    pub tier_max_queued: usize,
+    /// librdkafka prefetch per partition of a tier topic, KiB.
+    #[serde(default = "default_tier_prefetch_kbytes")]
+    pub tier_prefetch_kbytes: usize,
 }
 
 fn default_tier_prefix() -> String {
     "hookpipe-retry".into()
 }
-fn default_tier_partitions() -> i32 {
-    6
+fn default_tier_max_in_flight() -> usize {
+    crate::retry::TierLimits::default().in_flight
+}
+fn default_tier_max_in_flight_per_destination() -> usize {
+    crate::retry::TierLimits::default().in_flight_per_destination
+}
+fn default_tier_max_queued_per_destination() -> usize {
+    crate::retry::TierLimits::default().queued_per_destination
+}
+fn default_tier_max_queued() -> usize {
+    crate::retry::TierLimits::default().queued
+}
+fn default_tier_prefetch_kbytes() -> usize {
+    crate::retry::TierLimits::default().prefetch_kbytes
 }
 fn default_replication() -> i32 {
     1
@@ -239,8 +265,13 @@ impl Default for RawRetry {
             tier_prefix: default_tier_prefix(),
             group_id: None,
             create_topics: true,
-            tier_partitions: default_tier_partitions(),
+            tier_partitions: None,
             replication_factor: default_replication(),
+            tier_max_in_flight: default_tier_max_in_flight(),
+            tier_max_in_flight_per_destination: default_tier_max_in_flight_per_destination(),
+            tier_max_queued_per_destination: default_tier_max_queued_per_destination(),
+            tier_max_queued: default_tier_max_queued(),
+            tier_prefetch_kbytes: default_tier_prefetch_kbytes(),
         }
     }
 }

@@ -391,6 +391,96 @@ fn retry_problems_are_reported_with_the_rest() {
         all,
         vec!["retry.tier_prefix: tier topic \"t-1m\" is also an input or dead-letter topic"]
     );
+    // Cohort input topics count as inputs too.
+    for field in ["cohort_changes", "cohort_memberships"] {
+        let all = problems(&MINIMAL.replace(
+            "dead_letter = \"dlq\"",
+            &format!(
+                "{field} = [\"t-overflow\"]\ndead_letter = \"dlq\"\n[retry]\ntier_prefix = \"t\""
+            ),
+        ));
+        assert!(
+            all.iter().any(|p| p
+                == "retry.tier_prefix: tier topic \"t-overflow\" is also an input or dead-letter topic"),
+            "{field}: {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn tier_limits_default_to_the_documented_values_and_can_be_set() {
+    let r = ok(MINIMAL).retry.unwrap();
+    assert_eq!(r.limits, hookpipe_limits(256, 32, 256, 4096, 1024));
+    // One partition per destination, at least 6.
+    assert_eq!(r.tier_partitions, 6);
+    let many: String = (0..9)
+        .map(|i| format!("[[destinations]]\nname = \"d{i}\"\nurl = \"http://127.0.0.1:8080/{i}\"\n[destinations.events]\n"))
+        .collect();
+    let disabled =
+        "[[destinations]]\nname = \"off\"\nenabled = false\nurl = \"http://127.0.0.1:8080/off\"\n";
+    let r = ok(&format!("{MINIMAL}{many}{disabled}")).retry.unwrap();
+    assert_eq!(
+        r.tier_partitions, 10,
+        "9 + 1 enabled destinations; the disabled one not counted"
+    );
+    let r = ok(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\ntier_partitions = 3\ntier_max_in_flight = 8\ntier_max_in_flight_per_destination = 2\n\
+         tier_max_queued_per_destination = 5\ntier_max_queued = 50\ntier_prefetch_kbytes = 64\n[[destinations]]",
+    ))
+    .retry
+    .unwrap();
+    assert_eq!(r.tier_partitions, 3);
+    assert_eq!(r.limits, hookpipe_limits(8, 2, 5, 50, 64));
+}
+
+fn hookpipe_limits(
+    in_flight: usize,
+    in_flight_per_destination: usize,
+    queued_per_destination: usize,
+    queued: usize,
+    prefetch_kbytes: usize,
+) -> crate::retry::TierLimits {
+    crate::retry::TierLimits {
+        in_flight,
+        in_flight_per_destination,
+        queued_per_destination,
+        queued,
+        prefetch_kbytes,
+    }
+}
+
+#[test]
+fn tier_limit_problems_name_their_field() {
+    let all = problems(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\ntier_max_in_flight = 0\ntier_max_queued = 0\ntier_prefetch_kbytes = 0\n[[destinations]]",
+    ));
+    for e in [
+        "retry.tier_max_in_flight: must be at least 1",
+        "retry.tier_max_queued: must be at least 1",
+        "retry.tier_prefetch_kbytes: must be at least 1",
+        "retry.tier_max_in_flight_per_destination: 32 is more than retry.tier_max_in_flight (0)",
+        "retry.tier_max_queued_per_destination: 256 is more than retry.tier_max_queued (0)",
+    ] {
+        assert!(all.iter().any(|p| p == e), "missing {e:?} in {all:#?}");
+    }
+    let all = problems(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\ntier_max_in_flight_per_destination = 300\ntier_prefetch_kbytes = 2000000\ntier_max_queued = -1\n[[destinations]]",
+    ));
+    assert_eq!(all.len(), 1, "a negative number is a parse error: {all:#?}");
+    let all = problems(&MINIMAL.replace(
+        "[[destinations]]",
+        "[retry]\ntier_max_in_flight_per_destination = 300\ntier_prefetch_kbytes = 2000000\n[[destinations]]",
+    ));
+    assert_eq!(
+        all,
+        vec![
+            "retry.tier_max_in_flight_per_destination: 300 is more than retry.tier_max_in_flight (256)",
+            "retry.tier_prefetch_kbytes: 2000000 is more than 1048576 (1 GiB per partition)",
+        ]
+    );
 }
 
 #[test]

@@ -104,7 +104,14 @@ pub fn validate(
     let topics = topics(&raw.topics, &mut p);
     let pipeline = pipeline(&raw.pipeline, &mut p);
     let telemetry = telemetry(&raw.telemetry, &mut p);
-    let retry = retry(&raw.retry, &raw.kafka.group_id, &raw.topics, &mut p);
+    let enabled = raw.destinations.iter().filter(|d| d.enabled).count();
+    let retry = retry(
+        &raw.retry,
+        &raw.kafka.group_id,
+        &raw.topics,
+        enabled,
+        &mut p,
+    );
 
     let mut names = HashSet::new();
     let mut destinations = Vec::new();
@@ -392,11 +399,15 @@ fn telemetry(raw: &super::raw::RawTelemetry, p: &mut Problems) -> Option<Telemet
     })
 }
 
+/// The largest `retry.tier_prefetch_kbytes`: 1 GiB per partition.
+const MAX_PREFETCH_KBYTES: usize = 1 << 20;
+
 /// `Some(None)`: valid and disabled; `None`: problems were recorded.
 fn retry(
     raw: &super::raw::RawRetry,
     group_id: &str,
     topics: &super::raw::RawTopics,
+    destinations: usize,
     p: &mut Problems,
 ) -> Option<Option<Retry>> {
     let before = p.0.len();
@@ -422,8 +433,62 @@ fn retry(
             }
         }
     };
-    if raw.tier_partitions < 1 {
+    // One partition per destination keeps destinations from sharing one (docs/retries.md).
+    let default_partitions = i32::try_from(destinations).unwrap_or(i32::MAX).max(6);
+    let tier_partitions = raw.tier_partitions.unwrap_or(default_partitions);
+    if tier_partitions < 1 {
         p.add("retry.tier_partitions", "must be at least 1");
+    }
+    let limits = crate::retry::TierLimits {
+        in_flight: raw.tier_max_in_flight,
+        in_flight_per_destination: raw.tier_max_in_flight_per_destination,
+        queued_per_destination: raw.tier_max_queued_per_destination,
+        queued: raw.tier_max_queued,
+        prefetch_kbytes: raw.tier_prefetch_kbytes,
+    };
+    for (field, value) in [
+        ("retry.tier_max_in_flight", limits.in_flight),
+        (
+            "retry.tier_max_in_flight_per_destination",
+            limits.in_flight_per_destination,
+        ),
+        (
+            "retry.tier_max_queued_per_destination",
+            limits.queued_per_destination,
+        ),
+        ("retry.tier_max_queued", limits.queued),
+        ("retry.tier_prefetch_kbytes", limits.prefetch_kbytes),
+    ] {
+        if value < 1 {
+            p.add(field, "must be at least 1");
+        }
+    }
+    if limits.in_flight_per_destination > limits.in_flight {
+        p.add(
+            "retry.tier_max_in_flight_per_destination",
+            format!(
+                "{} is more than retry.tier_max_in_flight ({})",
+                limits.in_flight_per_destination, limits.in_flight
+            ),
+        );
+    }
+    if limits.queued_per_destination > limits.queued {
+        p.add(
+            "retry.tier_max_queued_per_destination",
+            format!(
+                "{} is more than retry.tier_max_queued ({})",
+                limits.queued_per_destination, limits.queued
+            ),
+        );
+    }
+    if limits.prefetch_kbytes > MAX_PREFETCH_KBYTES {
+        p.add(
+            "retry.tier_prefetch_kbytes",
+            format!(
+                "{} is more than {MAX_PREFETCH_KBYTES} (1 GiB per partition)",
+                limits.prefetch_kbytes
+            ),
+        );
     }
     if raw.replication_factor < 1 {
         p.add("retry.replication_factor", "must be at least 1");
@@ -449,6 +514,8 @@ fn retry(
             .events
             .iter()
             .chain(&topics.identify)
+            .chain(&topics.cohort_changes)
+            .chain(&topics.cohort_memberships)
             .map(String::as_str)
             .chain([topics.dead_letter.as_str()])
             .collect();
@@ -481,8 +548,9 @@ fn retry(
         tier_prefix: raw.tier_prefix.clone(),
         group_id: group,
         create_topics: raw.create_topics,
-        tier_partitions: raw.tier_partitions,
+        tier_partitions,
         replication_factor: raw.replication_factor,
+        limits,
     }))
 }
 

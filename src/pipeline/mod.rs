@@ -43,7 +43,7 @@ mod worker;
 use crate::config::{Config, Destination};
 use crate::deliver::{self, Client, Endpoint};
 use crate::retry::service::RetryStartError;
-use crate::retry::{RetryService, RetrySettings, RetryTasks, TierLimits};
+use crate::retry::{RetryService, RetrySettings, RetryTasks};
 use crate::route::TopicKind;
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::{DestinationMetrics, Telemetry, TopicMetrics};
@@ -169,7 +169,7 @@ pub async fn run(
                 tier_partitions: r.tier_partitions,
                 replication: r.replication_factor,
                 create_topics: r.create_topics,
-                limits: TierLimits::default(),
+                limits: r.limits,
             };
             let by_name = config
                 .destinations

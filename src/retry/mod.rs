@@ -6,6 +6,8 @@
 //! - [`record`]: the parked-delivery and dead-letter records written to Kafka.
 //! - [`park`]: the write side: after a failed attempt, produce the delivery to its next tier (or
 //!   the dead-letter topic) and return only once Kafka acknowledged it.
+//! - [`placement`]: which partition of a tier each destination's records go to, so that no two
+//!   destinations share one while partitions suffice.
 //! - [`tier`]: the read side: one consumer per tier waits for each partition's head (paused
 //!   partition, timer on tokio-util's `DelayQueue`), re-attempts, and parks failures again.
 //! - [`topics`]: creates the tier and dead-letter topics at start-up.
@@ -19,6 +21,7 @@
 //! and tokio-util's `DelayQueue` at one million pending timers.
 
 pub mod park;
+pub mod placement;
 pub mod record;
 pub mod replay;
 pub mod schedule;
@@ -27,6 +30,7 @@ pub mod tier;
 pub mod topics;
 
 pub use park::{Parked, Parker};
+pub use placement::Placement;
 pub use record::{AttemptLog, DeadLetter, ParkedDelivery, RecordError, SourcePosition};
 pub use schedule::{Next, Schedule, ScheduleError};
 pub use service::{RetryService, RetrySettings, RetryTasks};

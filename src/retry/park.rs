@@ -11,6 +11,7 @@
 //! is never an option, and a dropped future leaves the offset unsettled, so the delivery is
 //! attempted again after the restart.
 
+use super::placement::Placement;
 use super::record::{AttemptLog, DeadLetter, ParkedDelivery, SourcePosition, FORMAT};
 use super::schedule::{Next, Schedule};
 use crate::deliver::{Request, Try};
@@ -69,6 +70,9 @@ pub struct Parker {
     tier_topics: Vec<String>,
     overflow_topic: String,
     dead_letter_topic: String,
+    /// The partition of each destination in each tier (see [`super::placement`]); a topic or
+    /// destination it does not know is left to the key hash.
+    placement: Placement,
 }
 
 impl std::fmt::Debug for Parker {
@@ -96,7 +100,41 @@ impl Parker {
             tier_topics,
             overflow_topic: overflow_topic(tier_prefix),
             dead_letter_topic: dead_letter_topic.into(),
+            placement: Placement::default(),
         }
+    }
+
+    /// Writes each destination's tier records (retry tiers and overflow tier) to the partition
+    /// `placement` gives it, so destinations do not share partitions and a tier can pause one
+    /// destination's partition without holding up the others. Without it (or for a topic or
+    /// destination it does not know) the partition follows the key, the destination name.
+    pub fn with_placement(mut self, placement: Placement) -> Parker {
+        self.placement = placement;
+        self
+    }
+
+    /// [`Parker::with_placement`] for `destinations` in every tier of this parker (the retry
+    /// tiers and the overflow tier), with the partition counts read from the broker (waiting up
+    /// to `timeout` for topics that are not ready yet).
+    pub async fn placed<S: AsRef<str>>(
+        self,
+        destinations: &[S],
+        timeout: Duration,
+    ) -> Result<Parker, super::topics::TopicsError> {
+        let topics: Vec<String> = self
+            .tier_topics
+            .iter()
+            .cloned()
+            .chain([self.overflow_topic.clone()])
+            .collect();
+        let counts = super::topics::partition_counts(&self.producer, &topics, timeout).await?;
+        let placement = Placement::new(destinations, &counts);
+        Ok(self.with_placement(placement))
+    }
+
+    /// The placement this parker writes by.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// The schedule this parker follows.
@@ -144,15 +182,12 @@ impl Parker {
         });
         let payload = delivery.to_json();
         let key = delivery.destination;
-        let queued = self
-            .producer
-            .send_result(
-                FutureRecord::to(&self.overflow_topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers.clone()),
-            )
-            .map_err(|(e, _)| e);
+        let mut record = FutureRecord::to(&self.overflow_topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers.clone());
+        record.partition = self.placement.partition(&self.overflow_topic, &key);
+        let queued = self.producer.send_result(record).map_err(|(e, _)| e);
         let this = self.clone();
         async move {
             let error = match queued {
@@ -284,11 +319,13 @@ impl Parker {
     /// Produces one record and waits for its acknowledgement, retrying with a capped backoff.
     async fn write(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) {
         let mut backoff = Duration::from_millis(100);
+        let partition = self.placement.partition(topic, key);
         loop {
-            let record = FutureRecord::to(topic)
+            let mut record = FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
                 .headers(headers.clone());
+            record.partition = partition;
             match self.producer.send(record, Timeout::Never).await {
                 Ok(_) => return,
                 Err((e, _)) => {

@@ -3,8 +3,8 @@
 //!
 //! Encoded as one JSON object per Kafka message value, so `kafka-console-consumer` shows them and
 //! `hookpipe replay` reads them back. The body is base64 (it is bytes: the exact payload POSTed,
-//! never re-rendered). The Kafka key is the destination name, so one destination's parked work
-//! stays on one partition of each tier. `format` is bumped on any incompatible change; readers
+//! never re-rendered). The Kafka key is the destination name; the partition is the destination's
+//! own (`placement`), so one destination's parked work stays on one partition of each tier. `format` is bumped on any incompatible change; readers
 //! refuse formats they do not know rather than guessing.
 
 use crate::deliver::{Kind, Request, Try};

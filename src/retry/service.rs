@@ -39,7 +39,9 @@ pub struct RetrySettings {
     pub tier_prefix: String,
     /// Consumer group of every tier consumer (not the pipeline's group).
     pub group_id: String,
-    /// Partitions of tier topics created at start (existing topics are left as they are).
+    /// Partitions of tier topics created at start (existing topics are left as they are). Give
+    /// at least one per destination, so each gets a partition of its own (`hookpipe run` uses
+    /// `max(6, destinations)` unless `[retry] tier_partitions` says otherwise).
     pub tier_partitions: i32,
     /// Replication factor of tier topics created at start.
     pub replication: i32,
@@ -180,7 +182,7 @@ impl RetryService {
         let producer: FutureProducer = producer_config(base)
             .create()
             .map_err(RetryStartError::Producer)?;
-        let parker = Parker::new(
+        let mut parker = Parker::new(
             producer,
             settings.schedule.clone(),
             &settings.tier_prefix,
@@ -201,6 +203,25 @@ impl RetryService {
                 Duration::from_secs(30),
             )
             .await?;
+        }
+        // Each destination gets a partition of its own in every tier (while partitions suffice),
+        // so a tier pauses only a full destination's partition (see `placement`).
+        let names: Vec<&String> = clients.keys().collect();
+        parker = parker.placed(&names, Duration::from_secs(30)).await?;
+        let placement = parker.placement();
+        for topic in &topics {
+            let shared = placement.shared(topic);
+            if !shared.is_empty() {
+                tracing::warn!(
+                    %topic,
+                    partitions = placement.partitions(topic).unwrap_or(0),
+                    destinations = names.len(),
+                    ?shared,
+                    "retry tier has fewer partitions than destinations: destinations sharing a \
+                     partition wait behind each other when one of them is stuck (add partitions \
+                     to the topic and restart to isolate them)"
+                );
+            }
         }
         let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
             .map_err(RetryStartError::Producer)?;

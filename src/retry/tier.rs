@@ -14,13 +14,20 @@
 //!   destinations, at most [`TierLimits::in_flight_per_destination`] per destination and
 //!   [`TierLimits::in_flight`] in all, so a dead destination (each of its attempts taking up to its
 //!   4 s budget plus a request timeout) uses only its share while healthy destinations keep going.
-//! - Queued records are bounded by [`TierLimits::queued`]: past it, every partition is paused until
-//!   the queues drain to half. Held records are bounded by what was already handed out before the
-//!   pause (librdkafka purges a paused partition's prefetch; `queued.max.messages.kbytes` is set
-//!   low for tiers anyway).
-//! - Limit: when one dead destination alone fills [`TierLimits::queued`], the whole tier pauses
-//!   until its attempts drain the queue; healthy destinations' retries in that tier wait behind it
-//!   (their first attempts, in the pipeline, are not affected).
+//! - Backpressure is per partition. A destination's queue holds at most
+//!   [`TierLimits::queued_per_destination`] records; a due record whose destination's queue is
+//!   full stays its partition's head (held, never dropped or skipped: offsets are stored only up
+//!   to it) and that partition alone is paused, until the destination's queue has room again.
+//!   The parker writes each destination to a partition of its own ([`super::placement`]), so a
+//!   dead destination pauses only its own partition. Where destinations share a partition (more
+//!   destinations than partitions, or records written under an older placement), the records
+//!   behind a blocked head wait with it.
+//! - Memory: queued records are at most `queued_per_destination` per destination, and as a last
+//!   resort [`TierLimits::queued`] in all (past it every partition pauses until the queues drain
+//!   to half; with the defaults that takes 16 destinations all stuck at once). Held records are
+//!   one head per partition plus what was read before its pause took effect (librdkafka drops a
+//!   paused partition's prefetch). The prefetch itself is bounded by
+//!   [`TierLimits::prefetch_kbytes`] per partition ([`consumer_config`]).
 //!
 //! A record naming a destination that is no longer configured, or one that cannot be decoded, is
 //! dead-lettered with the reason.
@@ -43,15 +50,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-/// Concurrency and memory bounds of one tier's consumer.
+/// Concurrency and memory bounds of one tier's consumer (configured in `[retry]`, see
+/// `docs/configuration.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierLimits {
     /// Attempts in flight in all.
     pub in_flight: usize,
     /// Attempts in flight per destination.
     pub in_flight_per_destination: usize,
-    /// Due records waiting for a free slot, in all; past it, the tier pauses.
+    /// Due records waiting for a free slot, per destination; when a destination's queue is full,
+    /// the partition whose head is its next record pauses until there is room.
+    pub queued_per_destination: usize,
+    /// Due records waiting for a free slot, in all: a last-resort memory bound; past it, every
+    /// partition pauses until the queues drain to half.
     pub queued: usize,
+    /// Records librdkafka may prefetch, in KiB per partition of the tier topic (see
+    /// [`consumer_config`]).
+    pub prefetch_kbytes: usize,
 }
 
 impl Default for TierLimits {
@@ -59,10 +74,19 @@ impl Default for TierLimits {
         TierLimits {
             in_flight: 256,
             in_flight_per_destination: 32,
+            queued_per_destination: 256,
             queued: 4096,
+            prefetch_kbytes: 1024,
         }
     }
 }
+
+/// Partitions assumed for a tier topic whose partition count the parker's placement does not
+/// know (only to size the prefetch): the default of created tier topics.
+const ASSUMED_PARTITIONS: usize = 6;
+
+/// librdkafka's ceiling for `queued.max.messages.kbytes`.
+const MAX_QUEUED_KBYTES: usize = 2_097_151;
 
 /// A tier consumer that cannot start or whose consumer failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +142,24 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The consumer settings a tier needs on top of the base config.
-pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
+/// The consumer settings a tier needs on top of the base config, for a topic of `partitions`
+/// partitions with `prefetch_kbytes` of prefetch per partition.
+///
+/// The high-level consumer has one prefetch queue for all its partitions, bounded by
+/// `queued.max.messages.kbytes` (set to `prefetch_kbytes × partitions`) and overshot by at most
+/// one fetch per partition, `fetch.message.max.bytes` (set to `prefetch_kbytes`; librdkafka
+/// still grows a fetch to take one record larger than that). So a tier consumer prefetches at
+/// most about `2 × prefetch_kbytes × partitions` KiB (plus one oversized record per partition).
+pub fn consumer_config(
+    base: &ClientConfig,
+    group_id: &str,
+    partitions: usize,
+    prefetch_kbytes: usize,
+) -> ClientConfig {
+    let per_partition = prefetch_kbytes.clamp(1, MAX_QUEUED_KBYTES);
+    let queue = per_partition
+        .saturating_mul(partitions.max(1))
+        .min(MAX_QUEUED_KBYTES);
     let mut config = base.clone();
     config
         .set("group.id", group_id)
@@ -129,8 +169,12 @@ pub fn consumer_config(base: &ClientConfig, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
-        // Prefetch little: records beyond a paused head wait in memory.
-        .set("queued.max.messages.kbytes", "8192");
+        // Prefetch little: a paused partition's prefetch is thrown away and fetched again.
+        .set("queued.max.messages.kbytes", queue.to_string())
+        .set(
+            "fetch.message.max.bytes",
+            per_partition.saturating_mul(1024).to_string(),
+        );
     config
 }
 
@@ -147,7 +191,18 @@ struct Job {
     work: Work,
 }
 
-/// A record read but not yet due, behind its partition's paused head.
+impl Work {
+    /// The queue it waits in: its destination's; dead letters share one under a name no
+    /// destination can have.
+    fn queue(&self) -> &str {
+        match self {
+            Work::Attempt(d) => &d.destination,
+            Work::DeadLetter(..) => "",
+        }
+    }
+}
+
+/// A record read and not yet queued: not due yet, or due while its destination's queue is full.
 struct Held {
     offset: i64,
     due_unix_ms: u64,
@@ -156,7 +211,8 @@ struct Held {
 
 #[derive(Default)]
 struct Partition {
-    /// Not yet due, in order; the first one is the head the timer waits for.
+    /// Read and not yet queued, in order; the first one is the head: waited for by the timer
+    /// (not due yet) or blocked on its destination's full queue.
     held: VecDeque<Held>,
     timer: Option<delay_queue::Key>,
     paused: bool,
@@ -179,6 +235,8 @@ pub struct Tier {
     parts: HashMap<i32, Partition>,
     timers: DelayQueue<i32>,
     queues: HashMap<String, VecDeque<Job>>,
+    /// Per destination: partitions whose due head waits for room in its queue.
+    blocked: HashMap<String, BTreeSet<i32>>,
     /// Destinations with queued jobs, in round-robin order.
     turn: VecDeque<String>,
     busy: HashMap<String, usize>,
@@ -211,9 +269,15 @@ impl Tier {
             topic: topic.to_string(),
             events: tx,
         };
-        let consumer: StreamConsumer<TierContext> = consumer_config(base, group_id)
-            .create_with_context(context)
-            .map_err(kafka)?;
+        let partitions = parker
+            .placement()
+            .partitions(topic)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(ASSUMED_PARTITIONS);
+        let consumer: StreamConsumer<TierContext> =
+            consumer_config(base, group_id, partitions, limits.prefetch_kbytes)
+                .create_with_context(context)
+                .map_err(kafka)?;
         consumer.subscribe(&[topic]).map_err(kafka)?;
         Ok(Tier {
             topic: topic.to_string(),
@@ -225,6 +289,7 @@ impl Tier {
             parts: HashMap::new(),
             timers: DelayQueue::new(),
             queues: HashMap::new(),
+            blocked: HashMap::new(),
             turn: VecDeque::new(),
             busy: HashMap::new(),
             queued: 0,
@@ -279,7 +344,7 @@ impl Tier {
                     if let Some(p) = self.parts.get_mut(&partition) {
                         p.timer = None;
                     }
-                    self.release_due(partition);
+                    self.release(partition);
                 }
                 Some(done) = self.tasks.join_next() => self.finished(done),
             }
@@ -327,6 +392,20 @@ impl Tier {
             queue.retain(|j| j.partition != partition);
             self.queued -= before - queue.len();
         }
+        for waiting in self.blocked.values_mut() {
+            waiting.remove(&partition);
+        }
+        self.blocked.retain(|_, w| !w.is_empty());
+        // Its queued records are gone: partitions waiting for room behind them may move.
+        let roomy: Vec<String> = self
+            .blocked
+            .keys()
+            .filter(|d| !self.queue_full(d))
+            .cloned()
+            .collect();
+        for destination in roomy {
+            self.unblock(&destination);
+        }
         let queues = &self.queues;
         self.turn
             .retain(|d| queues.get(d).is_some_and(|q| !q.is_empty()));
@@ -355,42 +434,70 @@ impl Tier {
         let p = self.parts.entry(partition).or_default();
         p.unsettled.insert(offset);
         p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        if p.held.is_empty() && due <= now {
-            self.enqueue(Job {
-                partition,
-                offset,
-                work,
-            });
-            return;
-        }
+        let behind_a_head = !p.held.is_empty();
         p.held.push_back(Held {
             offset,
             due_unix_ms: due,
             work,
         });
-        if p.timer.is_none() {
-            let wait = Duration::from_millis(due.saturating_sub(now));
-            p.timer = Some(self.timers.insert(partition, wait));
+        // Behind a head, it moves only when the head does (partition order is due order).
+        if !behind_a_head {
+            self.release(partition);
         }
     }
 
-    /// Moves a partition's due heads to the queues; re-arms its timer for the next head.
-    fn release_due(&mut self, partition: i32) {
-        let now = unix_ms(SystemTime::now());
-        let mut ready = Vec::new();
-        let Some(p) = self.parts.get_mut(&partition) else {
-            return;
-        };
-        while p.held.front().is_some_and(|h| h.due_unix_ms <= now) {
-            ready.push(p.held.pop_front().expect("front exists"));
-        }
-        if let Some(head) = p.held.front() {
-            if p.timer.is_none() {
-                let wait = Duration::from_millis(head.due_unix_ms.saturating_sub(now));
-                p.timer = Some(self.timers.insert(partition, wait));
+    /// Moves on the partitions whose head waited for room in `destination`'s queue (those that
+    /// fill it again are noted as blocked again).
+    fn unblock(&mut self, destination: &str) {
+        if let Some(waiting) = self.blocked.remove(destination) {
+            for partition in waiting {
+                self.release(partition);
             }
         }
-        for h in ready {
+    }
+
+    /// Whether `destination`'s queue is at its cap.
+    fn queue_full(&self, destination: &str) -> bool {
+        self.queues
+            .get(destination)
+            .is_some_and(|q| q.len() >= self.limits.queued_per_destination)
+    }
+
+    /// Moves a partition's heads to their destinations' queues while they are due and their
+    /// queue has room. A head that is not due gets the timer; a due head whose queue is full is
+    /// noted as blocked on that destination and moves when the queue drains ([`Tier::start_jobs`]).
+    /// Either way the partition stays paused while it has a head ([`Tier::sync_pauses`]).
+    fn release(&mut self, partition: i32) {
+        let now = unix_ms(SystemTime::now());
+        loop {
+            let Some(p) = self.parts.get(&partition) else {
+                return;
+            };
+            let Some(head) = p.held.front() else {
+                return;
+            };
+            if head.due_unix_ms > now {
+                let wait = Duration::from_millis(head.due_unix_ms - now);
+                let p = self.parts.get_mut(&partition).expect("looked up above");
+                if p.timer.is_none() {
+                    p.timer = Some(self.timers.insert(partition, wait));
+                }
+                return;
+            }
+            let dest = head.work.queue();
+            if self.queue_full(dest) {
+                let dest = dest.to_string();
+                tracing::debug!(
+                    topic = %self.topic,
+                    partition,
+                    destination = %dest,
+                    "retry tier: destination queue full; partition paused at its head"
+                );
+                self.blocked.entry(dest).or_default().insert(partition);
+                return;
+            }
+            let p = self.parts.get_mut(&partition).expect("looked up above");
+            let h = p.held.pop_front().expect("head exists");
             self.enqueue(Job {
                 partition,
                 offset: h.offset,
@@ -400,11 +507,7 @@ impl Tier {
     }
 
     fn enqueue(&mut self, job: Job) {
-        let dest = match &job.work {
-            Work::Attempt(d) => d.destination.clone(),
-            // Dead letters share one queue under a name no destination can have.
-            Work::DeadLetter(..) => String::new(),
-        };
+        let dest = job.work.queue().to_string();
         let queue = self.queues.entry(dest.clone()).or_default();
         if queue.is_empty() {
             self.turn.push_back(dest);
@@ -433,11 +536,17 @@ impl Tier {
                 // Emptied by a revocation: it no longer takes a turn.
                 continue;
             };
+            let room = queue.len() < self.limits.queued_per_destination;
             if !queue.is_empty() {
                 self.turn.push_back(dest.clone());
             }
             skipped = 0;
             self.queued -= 1;
+            if room {
+                // Partitions whose head waited for room in this queue move on (and may queue
+                // more for it, started by later turns of this loop).
+                self.unblock(&dest);
+            }
             *self.busy.entry(dest.clone()).or_default() += 1;
             let parker = self.parker.clone();
             let client = self.clients.get(&dest).cloned();

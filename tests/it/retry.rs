@@ -11,8 +11,8 @@ use crate::support::kafka::{
 use bytes::Bytes;
 use hookpipe::deliver::{Client, Endpoint, Kind, Outcome, Request};
 use hookpipe::retry::tier::TierLimits;
-use hookpipe::retry::topics::ensure_topics;
-use hookpipe::retry::{DeadLetter, Parked, Parker, Schedule, SourcePosition, Tier};
+use hookpipe::retry::topics::{ensure_topics, partition_counts};
+use hookpipe::retry::{DeadLetter, Parked, Parker, Placement, Schedule, SourcePosition, Tier};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,20 +50,34 @@ struct Path {
 }
 
 impl Path {
+    /// Tiers of 2 partitions; records placed by key (the destination name), as before placement.
     async fn new(schedule: Schedule) -> Path {
+        Path::with(schedule, 2, None).await
+    }
+
+    /// Tiers of `partitions` partitions; with `placed`, the parker puts each of these
+    /// destinations on a partition of its own (as `RetryService` does).
+    async fn with(schedule: Schedule, partitions: i32, placed: Option<&[&str]>) -> Path {
         let prefix = unique_name("retry");
         let dead_letter = format!("{prefix}-dead");
-        let parker = Parker::new(producer().clone(), schedule, &prefix, dead_letter.clone());
+        let mut parker = Parker::new(producer().clone(), schedule, &prefix, dead_letter.clone());
         let mut topics = parker.tier_topics().to_vec();
         topics.push(dead_letter.clone());
         // Twice: creating existing topics is not an error.
         for _ in 0..2 {
-            ensure_topics(&broker().client_config(), &topics, 2, 1, WAIT)
+            ensure_topics(&broker().client_config(), &topics, partitions, 1, WAIT)
                 .await
                 .unwrap();
         }
         for topic in &topics {
-            wait_for_topic(topic, 2).await;
+            wait_for_topic(topic, partitions).await;
+        }
+        if let Some(destinations) = placed {
+            let counts = partition_counts(producer(), parker.tier_topics(), WAIT)
+                .await
+                .unwrap();
+            assert!(counts.values().all(|&n| n == partitions), "{counts:?}");
+            parker = parker.with_placement(Placement::new(destinations, &counts));
         }
         Path {
             parker,
@@ -76,6 +90,15 @@ impl Path {
     fn start_tiers(
         &self,
         clients: &HashMap<String, Client>,
+    ) -> (CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+        self.start_tiers_with(clients, TierLimits::default())
+    }
+
+    /// [`Path::start_tiers`] with these limits.
+    fn start_tiers_with(
+        &self,
+        clients: &HashMap<String, Client>,
+        limits: TierLimits,
     ) -> (CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
         let stop = CancellationToken::new();
         let clients = Arc::new(clients.clone());
@@ -90,7 +113,7 @@ impl Path {
                     topic,
                     clients.clone(),
                     self.parker.clone(),
-                    TierLimits::default(),
+                    limits,
                 )
                 .unwrap();
                 let stop = stop.clone();
@@ -259,26 +282,127 @@ async fn a_tier_stopped_while_holding_a_delivery_leaves_it_to_its_successor() {
     stop_all(stop, handles).await;
 }
 
+/// Tier limits small enough that a dead destination fills its share at once: 2 attempts in
+/// flight and 4 due records queued per destination.
+fn tight_limits() -> TierLimits {
+    TierLimits {
+        in_flight_per_destination: 2,
+        queued_per_destination: 4,
+        ..TierLimits::default()
+    }
+}
+
+/// Whether the receiver answered this request with a 2xx at once: a stalled request also ends
+/// in a 2xx in the receiver's record, but long after the sender timed out and counted it failed.
+fn acknowledged(r: &crate::support::http::Recorded) -> bool {
+    matches!(r.reply, Reply::Status(s) if (200..300).contains(&s))
+}
+
+/// Ids acknowledged (2xx at once, see [`acknowledged`]) at least once.
+fn delivered_ids(rx: &Receiver) -> std::collections::BTreeSet<String> {
+    rx.requests()
+        .iter()
+        .filter(|r| acknowledged(r))
+        .filter_map(|r| r.header("x-hookpipe-delivery-id").map(str::to_string))
+        .collect()
+}
+
+/// Ids in the dead-letter topic: everything it holds, read for `wait`.
+async fn dead_lettered_ids(topic: &str, wait: Duration) -> Vec<String> {
+    read_all(topic, 10_000, wait)
+        .await
+        .iter()
+        .filter_map(|r| DeadLetter::from_json(r.payload.as_deref()?).ok())
+        .filter_map(|l| l.delivery.map(|d| d.delivery_id))
+        .collect()
+}
+
+/// Waits (bounded) until every one of `ids` is delivered to `rx` or dead-lettered, then returns
+/// (delivered, dead-lettered) among them.
+async fn settle_all(
+    ids: &[String],
+    rx: &Receiver,
+    dead_letter: &str,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let delivered = delivered_ids(rx);
+        let dead: std::collections::BTreeSet<String> =
+            dead_lettered_ids(dead_letter, Duration::from_millis(500))
+                .await
+                .into_iter()
+                .collect();
+        let missing = ids
+            .iter()
+            .filter(|id| !delivered.contains(*id) && !dead.contains(*id))
+            .count();
+        if missing == 0 || tokio::time::Instant::now() > deadline {
+            let pick = |set: &std::collections::BTreeSet<String>| {
+                ids.iter().filter(|id| set.contains(*id)).cloned().collect()
+            };
+            return (pick(&delivered), pick(&dead));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every record read from the tiers was settled: committed offsets are the end offsets.
+async fn all_tier_offsets_committed(path: &Path) {
+    for topic in path.parker.tier_topics() {
+        let ends = end_offsets(topic).await;
+        let committed = committed_offsets(&path.group, topic).await;
+        for (partition, end) in ends {
+            if end > 0 {
+                assert_eq!(
+                    committed.get(&partition).copied().flatten(),
+                    Some(end),
+                    "{topic}[{partition}]"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_destination_does_not_hold_up_a_healthy_one_in_the_same_tier() {
     broker();
-    // "down" stalls past its request timeout on every try; "up" answers 500 to its first three
-    // tries, then 200.
+    // "down" stalls past its request timeout on every try (until it recovers, below); "up"
+    // answers 500 to its first three tries (one failed first attempt), then 200.
     let down = Receiver::with_script(Script::always(Reply::Stall(
         Duration::from_secs(30),
         Box::new(Reply::ok()),
     )))
     .await;
-    let up = Receiver::with_script(Script::fail_first(60, Reply::Status(500))).await;
-    let path = Path::new(Schedule::new(vec![Duration::from_secs(1); 2]).unwrap()).await;
+    let up = Receiver::with_script(Script::fail_first(3, Reply::Status(500))).await;
+    // Placed as RetryService places them: one partition each.
+    let path = Path::with(
+        Schedule::new(vec![Duration::from_secs(1); 2]).unwrap(),
+        2,
+        Some(&["down", "up"]),
+    )
+    .await;
+    let (p_down, p_up) = (
+        path.parker
+            .placement()
+            .partition(&path.parker.tier_topics()[0], "down"),
+        path.parker
+            .placement()
+            .partition(&path.parker.tier_topics()[0], "up"),
+    );
+    assert!(p_down.is_some() && p_down != p_up, "{p_down:?} {p_up:?}");
     let down_client = Client::new(endpoint("down", &down.url())).unwrap();
     let up_client = Client::new(endpoint("up", &up.url())).unwrap();
     let clients = HashMap::from([
         ("down".to_string(), down_client.clone()),
         ("up".to_string(), up_client.clone()),
     ]);
-    // Park 40 deliveries for "down" first, then 20 for "up" (whose first attempts fail).
-    let mut parks = Vec::new();
+    // Park 40 deliveries for "down" first, then 20 for "up" (whose first attempts fail). With 2
+    // in flight and 4 queued per destination, "down" fills its share of the tier at once and its
+    // partition pauses at its head.
+    let mut down_ids = Vec::new();
     for i in 0..40 {
         let req = request(&format!("down-{i}"));
         let fake_tries = vec![hookpipe::deliver::Try {
@@ -286,31 +410,116 @@ async fn a_dead_destination_does_not_hold_up_a_healthy_one_in_the_same_tier() {
             status: None,
             error: Some("timed out".into()),
         }];
-        parks.push((String::from("down"), req, fake_tries));
+        path.parker
+            .first_attempt_failed("down", &req, source(i), fake_tries)
+            .await;
+        down_ids.push(req.id);
     }
+    let req = request("up-0");
+    let outcome = up_client.attempt(&req).await;
+    assert!(!outcome.is_delivered());
     for i in 0..20 {
         let req = request(&format!("up-{i}"));
-        let outcome = up_client.attempt(&req).await;
-        assert!(!outcome.is_delivered());
-        parks.push((String::from("up"), req, outcome.tries().to_vec()));
-    }
-    for (dest, req, tries) in &parks {
         path.parker
-            .first_attempt_failed(dest, req, source(0), tries.clone())
+            .first_attempt_failed("up", &req, source(100 + i), outcome.tries().to_vec())
             .await;
     }
-    let (stop, handles) = path.start_tiers(&clients);
-    // Every "up" delivery arrives quickly although 40 "down" attempts (each up to ~2.5 s: three
-    // 500 ms timeouts and backoffs) were due before them.
+    let (stop, handles) = path.start_tiers_with(&clients, tight_limits());
+    // Every "up" delivery arrives quickly although 40 "down" attempts (each ~2 s: three 500 ms
+    // timeouts and backoffs, 2 at a time: ~40 s for all) were due before them.
     let started = tokio::time::Instant::now();
     let got = up.wait_for_successes(20, WAIT).await;
     assert_eq!(got.len(), 20);
     let took = started.elapsed();
+    println!("tier isolation: 20 healthy retries in {took:?} behind 40 dead ones");
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(10),
         "healthy destination waited {took:?} behind a dead one"
     );
+    // Meanwhile "down" had 2 attempts at a time: most of its records still waited in Kafka.
+    let tried: std::collections::BTreeSet<String> = down
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-hookpipe-delivery-id").map(str::to_string))
+        .collect();
+    assert!(tried.len() < 40, "{} dead deliveries tried", tried.len());
+    // "down" recovers: every one of its deliveries is delivered or dead-lettered, none lost.
+    down.set_script(Script::always(Reply::ok()));
+    let (delivered, dead) = settle_all(&down_ids, &down, &path.dead_letter).await;
+    println!(
+        "scenario=dead_destination_in_one_tier produced=40 delivered={} dead_lettered={} lost={}",
+        delivered.len(),
+        dead.len(),
+        40 - delivered.union(&dead).count()
+    );
+    assert_eq!(delivered.union(&dead).count(), 40, "lost deliveries");
     stop_all(stop, handles).await;
+    all_tier_offsets_committed(&path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sharing_a_partition_under_an_older_placement_are_all_processed() {
+    broker();
+    // One partition, no placement: every destination shares it, as records written by a build
+    // that partitioned by key (or under a config with more destinations than partitions) do.
+    // "down" answers 503 until it recovers; "up" answers 200. With 1 in flight and 2 queued per
+    // destination, "down" blocks the partition's head again and again.
+    let down = Receiver::with_script(Script::always(Reply::Status(503))).await;
+    let up = Receiver::with_script(Script::always(Reply::ok())).await;
+    let path = Path::with(
+        Schedule::new(vec![Duration::from_secs(1), Duration::from_secs(1)]).unwrap(),
+        1,
+        None,
+    )
+    .await;
+    let clients = HashMap::from([
+        (
+            "down".to_string(),
+            Client::new(endpoint("down", &down.url())).unwrap(),
+        ),
+        (
+            "up".to_string(),
+            Client::new(endpoint("up", &up.url())).unwrap(),
+        ),
+    ]);
+    let failed = vec![hookpipe::deliver::Try {
+        started_unix_ms: 0,
+        status: Some(503),
+        error: None,
+    }];
+    let (mut down_ids, mut up_ids) = (Vec::new(), Vec::new());
+    for i in 0..24 {
+        let (dest, ids) = if i % 3 == 2 {
+            ("up", &mut up_ids)
+        } else {
+            ("down", &mut down_ids)
+        };
+        let req = request(&format!("{dest}-shared-{i}"));
+        path.parker
+            .first_attempt_failed(dest, &req, source(i), failed.clone())
+            .await;
+        ids.push(req.id);
+    }
+    let limits = TierLimits {
+        in_flight_per_destination: 1,
+        queued_per_destination: 2,
+        ..TierLimits::default()
+    };
+    let (stop, handles) = path.start_tiers_with(&clients, limits);
+    // Healthy records behind a blocked head wait with it (that is the cost of sharing), but
+    // they are never skipped nor reordered past it: all 8 arrive.
+    let got = up.wait_for_successes(8, WAIT).await;
+    assert_eq!(got.len(), 8);
+    down.set_script(Script::always(Reply::ok()));
+    let (delivered, dead) = settle_all(&down_ids, &down, &path.dead_letter).await;
+    assert_eq!(
+        delivered.union(&dead).count(),
+        down_ids.len(),
+        "delivered {delivered:?}, dead-lettered {dead:?}"
+    );
+    assert_eq!(delivered_ids(&up).len(), up_ids.len());
+    stop_all(stop, handles).await;
+    all_tier_offsets_committed(&path).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,12 +860,21 @@ async fn the_retry_path_survives_a_broker_restart() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(unique.len(), 10, "delivered: {unique:?}");
     stop_all(stop, handles).await;
-    assert!(b
-        .read_all(&dead_letter, 1, Duration::from_millis(500))
+    let dead = b
+        .read_all(&dead_letter, 10_000, Duration::from_millis(500))
         .await
-        .is_empty());
+        .len();
+    let successes = rx.requests().iter().filter(|r| r.succeeded()).count();
+    // Scenario 7's summary line (issue 4).
+    println!(
+        "scenario=broker_restart produced=10 delivered={} duplicates={} dead_lettered={dead} lost={}",
+        unique.len(),
+        successes - unique.len(),
+        10 - unique.len()
+    );
+    assert_eq!(unique.len(), 10, "delivered: {unique:?}");
+    assert_eq!(dead, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -821,6 +1039,66 @@ async fn a_rebalance_between_two_tier_consumers_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_heads_wait_for_full_queues_loses_nothing() {
+    broker();
+    // Slow answers (300 ms) with 1 attempt in flight and 2 queued per destination: the heads of
+    // both partitions keep waiting for room in their destination's queue, and a second member
+    // joins meanwhile, so partitions holding blocked heads and queued records are revoked.
+    let rx = Receiver::with_script(Script::always(Reply::Stall(
+        Duration::from_millis(300),
+        Box::new(Reply::ok()),
+    )))
+    .await;
+    let path = Path::new(Schedule::new(vec![Duration::from_secs(1)]).unwrap()).await;
+    let names = ["d0", "d1", "d2", "d3"];
+    let clients: HashMap<String, Client> = names
+        .iter()
+        .map(|n| (n.to_string(), Client::new(endpoint(n, &rx.url())).unwrap()))
+        .collect();
+    let limits = TierLimits {
+        in_flight_per_destination: 1,
+        queued_per_destination: 2,
+        ..TierLimits::default()
+    };
+    let (stop_a, handles_a) = path.start_tiers_with(&clients, limits);
+    for i in 0..40 {
+        let req = request(&format!("rbq-{i}"));
+        let tries = vec![hookpipe::deliver::Try {
+            started_unix_ms: 0,
+            status: Some(500),
+            error: None,
+        }];
+        path.parker
+            .first_attempt_failed(names[i % 4], &req, source(i as i64), tries)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (stop_b, handles_b) = path.start_tiers_with(&clients, limits);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let unique = loop {
+        // Answered within the 500 ms request timeout: every success counts.
+        let ids: std::collections::BTreeSet<String> = rx
+            .requests()
+            .iter()
+            .filter(|r| r.succeeded())
+            .filter_map(|r| r.header("x-hookpipe-delivery-id").map(str::to_string))
+            .collect();
+        if ids.len() == 40 || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(unique.len(), 40, "delivered {unique:?}");
+    assert!(rx
+        .requests()
+        .iter()
+        .all(|r| r.header("x-hookpipe-attempt") == Some("2")));
+    stop_all(stop_a, handles_a).await;
+    stop_all(stop_b, handles_b).await;
+    all_tier_offsets_committed(&path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_delivery_whose_destination_was_removed_is_dead_lettered_with_the_reason() {
     broker();
     let rx = Receiver::with_script(Script::always(Reply::ok())).await;
@@ -869,6 +1147,7 @@ async fn a_parked_delivery_whose_destination_was_removed_is_dead_lettered_with_t
 mod faults {
     use super::*;
     use crate::support::kafka::{produce_many, unique_topic, Outgoing};
+    use std::collections::BTreeSet;
     use std::collections::HashMap as Map;
     use std::process::{Child, Command, Stdio};
 
@@ -876,10 +1155,16 @@ mod faults {
     struct Run {
         child: Option<Child>,
         log: std::path::PathBuf,
+        metrics: std::net::SocketAddr,
     }
 
     impl Run {
         fn start(dir: &std::path::Path, n: usize, config: &str) -> Run {
+            Run::start_logging(dir, n, config, "info")
+        }
+
+        /// [`Run::start`] with this `RUST_LOG`.
+        fn start_logging(dir: &std::path::Path, n: usize, config: &str, rust_log: &str) -> Run {
             let metrics = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .unwrap()
@@ -892,7 +1177,7 @@ mod faults {
                 .arg("run")
                 .arg("--config")
                 .arg(&path)
-                .env("RUST_LOG", "info")
+                .env("RUST_LOG", rust_log)
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().unwrap())
                 .stderr(file)
@@ -901,7 +1186,34 @@ mod faults {
             Run {
                 child: Some(child),
                 log,
+                metrics: ([127, 0, 0, 1], metrics).into(),
             }
+        }
+
+        /// The value of the first `/metrics` sample line starting with `prefix`.
+        async fn metric(&self, prefix: &str) -> Option<f64> {
+            use std::io::{Read, Write};
+            let addr = self.metrics;
+            let prefix = prefix.to_string();
+            tokio::task::spawn_blocking(move || {
+                let mut s =
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                write!(
+                    s,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                out.lines()
+                    .find(|l| l.starts_with(&prefix))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .await
+            .ok()
+            .flatten()
         }
 
         fn kill(&mut self) {
@@ -929,6 +1241,24 @@ mod faults {
         tiers: &str,
         dests: &[(&str, String)],
     ) -> String {
+        config_with(group, events, dead_letter, tiers, dests, "", "")
+    }
+
+    /// [`config`] with extra lines in `[pipeline]` and in `[retry]` (which may set `waits`).
+    fn config_with(
+        group: &str,
+        events: &str,
+        dead_letter: &str,
+        tiers: &str,
+        dests: &[(&str, String)],
+        pipeline: &str,
+        retry: &str,
+    ) -> String {
+        let waits = if retry.contains("waits") {
+            ""
+        } else {
+            "waits = [\"1s\", \"2s\", \"2s\"]"
+        };
         let mut c = format!(
             r#"
 [kafka]
@@ -944,12 +1274,13 @@ dead_letter = "{dead_letter}"
 workers = 2
 drain_timeout = "10s"
 commit_interval = "200ms"
+{pipeline}
 [telemetry]
 listen = "127.0.0.1:{{METRICS}}"
 [retry]
-waits = ["1s", "2s", "2s"]
+{waits}
 tier_prefix = "{tiers}"
-tier_partitions = 2
+{retry}
 "#,
             broker().bootstrap()
         );
@@ -962,7 +1293,12 @@ tier_partitions = 2
     }
 
     fn events(n: usize) -> Vec<Outgoing> {
-        (0..n)
+        events_from(0, n)
+    }
+
+    /// Events `start..start + n`, each with a unique `insert_id` and `event_properties.i`.
+    fn events_from(start: usize, n: usize) -> Vec<Outgoing> {
+        (start..start + n)
             .map(|i| {
                 Outgoing::new(format!(
                     r#"{{"event_type":"fault","user_id":"u{i}","insert_id":"fault-{i}","event_time":"2022-02-28 20:07:01.795","event_properties":{{"i":{i}}}}}"#
@@ -982,20 +1318,194 @@ tier_partitions = 2
         m
     }
 
+    /// Like [`delivered`], counting only requests answered 2xx at once (see [`acknowledged`]):
+    /// for a receiver whose stalled requests hookpipe gave up on.
+    fn acknowledged_bodies(rx: &Receiver) -> Map<String, usize> {
+        let mut m = Map::new();
+        for r in rx.requests().iter().filter(|r| acknowledged(r)) {
+            *m.entry(r.body_str()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// The `event_properties.i` of a delivered or dead-lettered body.
+    fn index_of(body: &str) -> Option<usize> {
+        let at = body.find("\"i\":")? + 4;
+        let digits: String = body[at..]
+            .chars()
+            .skip_while(|c| *c == ' ')
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// Bodies of the deliveries to `destination` in the dead-letter topic: with `expected`,
+    /// read until that many records are there (at most 90 s); without, everything there now.
+    async fn dead_lettered(
+        topic: &str,
+        destination: &str,
+        expected: Option<usize>,
+    ) -> std::collections::BTreeSet<String> {
+        let (n, wait) = match expected {
+            Some(n) => (n, Duration::from_secs(90)),
+            None => (10_000, Duration::from_secs(1)),
+        };
+        read_all(topic, n, wait)
+            .await
+            .iter()
+            .filter_map(|r| DeadLetter::from_json(r.payload.as_deref()?).ok())
+            .filter_map(|l| l.delivery)
+            .filter(|d| d.destination == destination)
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect()
+    }
+
+    /// One issue-4 fault scenario's outcome: prints its summary line and returns `lost`.
+    /// `delivered` counts successful requests per body; `dead` is the bodies dead-lettered;
+    /// `produced` the number of deliveries expected. A delivery is lost when it was neither
+    /// delivered nor dead-lettered.
+    fn summary(
+        scenario: &str,
+        produced: usize,
+        delivered: &Map<String, usize>,
+        dead: &std::collections::BTreeSet<String>,
+    ) -> usize {
+        let duplicates: usize = delivered.values().map(|c| c - 1).sum();
+        let settled = delivered
+            .keys()
+            .chain(dead.iter())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let lost = produced.saturating_sub(settled);
+        println!(
+            "scenario={scenario} produced={produced} delivered={} duplicates={duplicates} dead_lettered={} lost={lost}",
+            delivered.len(),
+            dead.len()
+        );
+        lost
+    }
+
+    /// `text` without ANSI colour sequences (the text log colours field names).
+    fn strip_ansi(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Polls (every 250 ms, at most `limit`) until `done` holds.
+    async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !done() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A port on 127.0.0.1 that refuses connections until [`Gate::open`] forwards it to a
+    /// receiver: a webhook that is down (nothing listening), then back.
+    struct Gate {
+        port: u16,
+        forward: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Gate {
+        fn closed() -> Gate {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            Gate {
+                port,
+                forward: None,
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("http://127.0.0.1:{}/", self.port)
+        }
+
+        /// Starts listening on the port, forwarding every connection to `to`.
+        async fn open(&mut self, to: std::net::SocketAddr) {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+                .await
+                .expect("the gate's port is still free");
+            self.forward = Some(tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }));
+        }
+    }
+
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            if let Some(f) = self.forward.take() {
+                f.abort();
+            }
+        }
+    }
+
+    /// Scenario 1: the receiver is down (connections refused) for the first seconds, then back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_down_for_a_while_then_back_loses_nothing() {
+        broker();
+        const N: usize = 60;
+        let events_topic = unique_topic("fault-down", 2).await;
+        let dead_letter = unique_topic("fault-down-dead", 1).await;
+        let rx = Receiver::start().await;
+        let mut gate = Gate::closed();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &unique_name("fault-down-group"),
+            &events_topic,
+            &dead_letter,
+            &unique_name("fault-down-tier"),
+            &[("down", gate.url())],
+        );
+        produce_many(&events_topic, events(N)).await;
+        let run = Run::start(dir.path(), 0, &cfg);
+        // Down long enough for first attempts and some second attempts to fail (waits 1 s, 2 s).
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        gate.open(rx.addr()).await;
+        until(Duration::from_secs(60), || delivered(&rx).len() >= N).await;
+        let got = delivered(&rx);
+        let dead = dead_lettered(&dead_letter, "down", None).await;
+        let lost = summary("receiver_down_then_back", N, &got, &dead);
+        assert_eq!(lost, 0, "log:\n{}", run.log());
+        assert!(dead.is_empty(), "back before the last attempt: {dead:?}");
+    }
+
+    /// Scenarios 2 and 6: the receiver answers 500 to attempts 1 and 2 of every delivery (a
+    /// stretch of ~3 s each), and `hookpipe` is SIGKILLed three times meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_repeatedly_while_retries_are_pending_loses_nothing() {
         broker();
         const N: usize = 100;
         let events_topic = unique_topic("fault-kill", 3).await;
         let dead_letter = unique_topic("fault-kill-dead", 1).await;
-        // Down for the first two attempts of every delivery, back from attempt 3 on.
+        // Failing for the first two attempts of every delivery, back from attempt 3 on.
         let rx = Receiver::with_script(Script::new(|r| {
             match r
                 .header("x-hookpipe-attempt")
                 .and_then(|a| a.parse::<u32>().ok())
             {
                 Some(a) if a >= 3 => Reply::ok(),
-                _ => Reply::Status(503),
+                _ => Reply::Status(500),
             }
         }))
         .await;
@@ -1018,25 +1528,13 @@ tier_partitions = 2
             run.kill();
             run = Run::start(dir.path(), n, &cfg);
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        let got = loop {
-            let got = delivered(&rx);
-            if got.len() >= N || tokio::time::Instant::now() > deadline {
-                break got;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        let duplicates: usize = got.values().map(|c| c - 1).sum();
-        let dead = read_all(&dead_letter, 1, Duration::from_millis(500))
-            .await
-            .len();
-        let lost = N - got.len();
-        println!(
-            "fault killed-while-retrying: produced {N}, delivered {} unique, duplicates {duplicates}, dead-lettered {dead}, lost {lost}",
-            got.len()
-        );
+        until(Duration::from_secs(90), || delivered(&rx).len() >= N).await;
+        let got = delivered(&rx);
+        let dead = dead_lettered(&dead_letter, "flaky", None).await;
+        let lost = summary("receiver_500_for_a_stretch", N, &got, &dead)
+            + summary("sigkill_while_retrying", N, &got, &dead);
         assert_eq!(lost, 0, "log of the last run:\n{}", run.log());
-        assert_eq!(dead, 0);
+        assert!(dead.is_empty());
         // No attempt was skipped by the kills: every delivery was seen at attempts 1, 2 and 3.
         let mut attempts: Map<String, std::collections::BTreeSet<u32>> = Map::new();
         for r in rx.requests() {
@@ -1051,40 +1549,111 @@ tier_partitions = 2
         }
     }
 
+    /// Scenario 5: a receiver answering 400 forever gets Amplitude's 10 attempts of one try each
+    /// (9 waits of 1 s: one tier), then every delivery is dead-lettered with its history.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_400_forever_gets_ten_attempts_then_every_delivery_is_dead_lettered() {
+        broker();
+        const N: usize = 20;
+        let events_topic = unique_topic("fault-400", 2).await;
+        let dead_letter = unique_topic("fault-400-dead", 1).await;
+        let rx = Receiver::with_script(Script::always(Reply::Status(400))).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_with(
+            &unique_name("fault-400-group"),
+            &events_topic,
+            &dead_letter,
+            &unique_name("fault-400-tier"),
+            &[("rejecting", rx.url())],
+            // The breaker would skip first attempts (still 10 attempts, fewer of them sent).
+            "circuit_breaker_failures = 0",
+            "waits = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        );
+        produce_many(&events_topic, events(N)).await;
+        let run = Run::start(dir.path(), 0, &cfg);
+        let letters = read_all(&dead_letter, N, Duration::from_secs(90)).await;
+        let dead = dead_lettered(&dead_letter, "rejecting", Some(N)).await;
+        let lost = summary("bad_request_forever", N, &delivered(&rx), &dead);
+        assert_eq!(lost, 0, "log:\n{}", run.log());
+        assert_eq!(dead.len(), N);
+        for l in &letters {
+            let l = DeadLetter::from_json(l.payload.as_deref().unwrap()).unwrap();
+            assert_eq!(l.reason, "10 attempts failed");
+            let d = l.delivery.unwrap();
+            let attempts: Vec<u32> = d.attempts.iter().map(|a| a.attempt).collect();
+            assert_eq!(attempts, (1..=10).collect::<Vec<_>>());
+            assert!(d.all_tries().all(|t| t.status == Some(400)));
+        }
+        // Exactly 10 requests per delivery reached the receiver (one try per attempt).
+        let mut per_body: Map<String, usize> = Map::new();
+        for r in rx.requests() {
+            *per_body.entry(r.body_str()).or_default() += 1;
+        }
+        assert_eq!(per_body.len(), N);
+        assert!(per_body.values().all(|&c| c == 10), "{per_body:?}");
+    }
+
+    /// Scenario 8: a healthy destination keeps its rate beside a dead one that saturates its
+    /// pipeline permits (so its deliveries overflow), fills its share of the overflow tier and of
+    /// the first retry tier (so their partitions pause), and still gets every delivery, or
+    /// dead-letters it, after it recovers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_destination_does_not_slow_a_healthy_one() {
         broker();
-        const N: usize = 300;
-        let dead_rx = Receiver::with_script(Script::always(Reply::Stall(
-            Duration::from_secs(30),
-            Box::new(Reply::ok()),
-        )))
+        const N: usize = 500;
+        // 100 events/s: a live stream well below what the healthy destination and this shared
+        // machine can take, so its rate alone is the stream's and the comparison measures
+        // isolation, not CPU.
+        const BATCH: usize = 10;
+        let healthy_script = || {
+            // Every 10th event's first attempt fails (three 500s): those are retried from the
+            // first retry tier, beside the dead destination's records.
+            Script::new(|r| {
+                let first = r.header("x-hookpipe-attempt") == Some("1");
+                match index_of(&r.body_str()) {
+                    Some(i) if first && i % 10 == 5 => Reply::Status(500),
+                    _ => Reply::ok(),
+                }
+            })
+        };
+        // Dead: first attempts have their connections dropped (three quick failures, ~0.45 s
+        // with backoffs: its 4 permits cannot take 100/s, so it overflows); every later try
+        // stalls past the 500 ms request timeout (~2 s per attempt), so its records pile up in
+        // the first retry tier faster than its 4 slots there drain them.
+        let dead_rx = Receiver::with_script(Script::new(|r| {
+            if r.header("x-hookpipe-attempt") == Some("1") {
+                Reply::Close
+            } else {
+                Reply::Stall(Duration::from_secs(30), Box::new(Reply::ok()))
+            }
+        }))
         .await;
-        // Time for the healthy destination to get all N, alone and beside a dead one.
-        let mut took = Vec::new();
+        let mut rates = Vec::new();
+        let mut retry_delays = Vec::new();
         for with_dead in [false, true] {
-            let healthy = Receiver::start().await;
+            let healthy = Receiver::with_script(healthy_script()).await;
             let events_topic = unique_topic("fault-iso", 3).await;
             let dead_letter = unique_topic("fault-iso-dead", 1).await;
             let dir = tempfile::tempdir().unwrap();
+            let tiers = unique_name("fault-iso-tier");
             let mut dests = vec![("healthy", healthy.url())];
             if with_dead {
                 dests.push(("dead", dead_rx.url()));
             }
-            let cfg = config(
+            // 4 permits per destination in the pipeline, 4 in flight and 8 queued per destination
+            // in each tier: the dead destination saturates all three at once.
+            let cfg = config_with(
                 &unique_name("fault-iso-group"),
                 &events_topic,
                 &dead_letter,
-                &unique_name("fault-iso-tier"),
+                &tiers,
                 &dests,
+                "max_in_flight_per_destination = 4\ncircuit_breaker_failures = 0",
+                "tier_max_in_flight_per_destination = 4\ntier_max_queued_per_destination = 8",
             );
-            let run = Run::start(dir.path(), 0, &cfg);
+            let run = Run::start_logging(dir.path(), 0, &cfg, "info,hookpipe::retry::tier=debug");
             // Wait until it is consuming: one warm-up event delivered.
-            produce_many(
-                &events_topic,
-                [Outgoing::new(r#"{"event_type":"warm-up","user_id":"w"}"#)],
-            )
-            .await;
+            produce_many(&events_topic, events_from(N, 1)).await;
             assert_eq!(
                 healthy.wait_for_successes(1, WAIT).await.len(),
                 1,
@@ -1092,39 +1661,110 @@ tier_partitions = 2
                 run.log()
             );
             let started = tokio::time::Instant::now();
-            produce_many(&events_topic, events(N)).await;
-            // Unique payloads (a try that timed out under load and was retried counts once).
-            let deadline = started + WAIT;
-            loop {
-                let unique = delivered(&healthy).len();
-                if unique > N {
-                    break;
+            let producing = async {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                for start in (0..N).step_by(BATCH) {
+                    tick.tick().await;
+                    produce_many(&events_topic, events_from(start, BATCH)).await;
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "with_dead={with_dead}: {unique} of {} delivered; log:\n{}",
-                    N + 1,
-                    run.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let receiving = until(WAIT, || delivered(&healthy).len() > N);
+            tokio::join!(producing, receiving);
+            let took = started.elapsed();
+            let got = delivered(&healthy);
+            assert!(
+                got.len() > N,
+                "with_dead={with_dead}: {} of {} delivered; log:\n{}",
+                got.len(),
+                N + 1,
+                run.log()
+            );
+            rates.push((N as f64 / took.as_secs_f64(), took));
+            // The healthy destination's retries: attempt 2 came about one wait (1 s) after
+            // attempt 1 ended, not held up behind the dead destination's records in the tier.
+            let reqs = healthy.requests();
+            let mut delays = Vec::new();
+            for r in reqs
+                .iter()
+                .filter(|r| r.header("x-hookpipe-attempt") == Some("2"))
+            {
+                let id = r.header("x-hookpipe-delivery-id");
+                let last_first = reqs
+                    .iter()
+                    .filter(|f| {
+                        f.header("x-hookpipe-delivery-id") == id
+                            && f.header("x-hookpipe-attempt") == Some("1")
+                    })
+                    .map(|f| f.at)
+                    .max()
+                    .expect("attempt 1 was seen");
+                delays.push(r.at - last_first);
             }
-            took.push(started.elapsed());
+            delays.sort();
+            assert_eq!(delays.len(), N / 10, "every 10th event was retried once");
+            retry_delays.push(*delays.last().unwrap());
+            if !with_dead {
+                continue;
+            }
+            // (a) The dead destination filled its permits and overflowed, and filled its queue in
+            // the overflow tier and in the first retry tier, whose partitions then paused.
+            let overflowed = run
+                .metric("hookpipe_deliveries_overflowed_total{destination=\"dead\"}")
+                .await
+                .unwrap_or(0.0);
+            assert!(overflowed > 0.0, "the dead destination overflowed");
+            let log = strip_ansi(&run.log());
+            let blocked_in = |topic: &str| {
+                log.lines().any(|l| {
+                    l.contains("destination queue full")
+                        && l.contains(topic)
+                        && l.contains("destination=dead")
+                })
+            };
+            assert!(
+                blocked_in(&format!("{tiers}-overflow")),
+                "the dead destination's queue in the overflow tier never filled"
+            );
+            assert!(
+                blocked_in(&format!("{tiers}-1s")),
+                "the dead destination's queue in the first retry tier never filled"
+            );
+            // (c) It recovers: every delivery to it (warm-up included) is delivered or
+            // dead-lettered, none lost.
+            dead_rx.set_script(Script::always(Reply::ok()));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let (got, dead) = loop {
+                let got = acknowledged_bodies(&dead_rx);
+                let dead = dead_lettered(&dead_letter, "dead", None).await;
+                let settled = got.keys().chain(dead.iter()).collect::<BTreeSet<_>>().len();
+                if settled > N || tokio::time::Instant::now() > deadline {
+                    break (got, dead);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            let lost = summary("dead_destination_beside_healthy", N + 1, &got, &dead);
+            println!(
+                "scenario 8: dead overflowed {overflowed} deliveries; its queues in the overflow tier and the 1s tier filled and paused its partitions"
+            );
+            assert_eq!(lost, 0, "log:\n{}", run.log());
         }
-        let rate = |d: Duration| N as f64 / d.as_secs_f64();
         println!(
-            "fault dead-beside-healthy: healthy alone {:.0} deliveries/s ({:?}), beside a dead destination {:.0} deliveries/s ({:?})",
-            rate(took[0]),
-            took[0],
-            rate(took[1]),
-            took[1]
+            "scenario 8: healthy alone {:.0} deliveries/s ({:?}), beside a dead destination {:.0} deliveries/s ({:?}); slowest healthy retry {:?} alone, {:?} beside",
+            rates[0].0, rates[0].1, rates[1].0, rates[1].1, retry_delays[0], retry_delays[1]
         );
-        // Beside a dead destination (each of its tries stalls past the 500 ms timeout), the
-        // healthy one still gets everything within a small multiple of its time alone.
+        // Generous bounds (a shared, noisy machine): the healthy rate beside a dead destination
+        // is at least half its rate alone, and its retries wait about their 1 s, not behind the
+        // dead one's.
         assert!(
-            took[1] < took[0] * 5 + Duration::from_secs(5),
+            rates[1].0 >= rates[0].0 / 2.0,
             "alone {:?}, beside a dead one {:?}",
-            took[0],
-            took[1]
+            rates[0],
+            rates[1]
+        );
+        assert!(
+            retry_delays[1] < Duration::from_secs(6),
+            "a healthy retry waited {:?}",
+            retry_delays[1]
         );
     }
 
@@ -1184,15 +1824,29 @@ tier_partitions = 2
             .iter()
             .filter(|r| r.header("hookpipe.reason").as_deref() == Some("invalid_json"))
             .count();
-        for (name, got) in [("throttled", &t), ("slow", &s)] {
-            let duplicates: usize = got.values().map(|c| c - 1).sum();
-            println!(
-                "fault {name}+malformed: produced {N} (+{BAD} malformed), delivered {} unique, duplicates {duplicates}, malformed dead-lettered {malformed}, lost {}",
-                got.len(),
-                N - got.len()
-            );
-            assert_eq!(got.len(), N, "{name} lost deliveries; log:\n{}", run.log());
+        for (scenario, name, got) in [
+            ("throttled_429_retry_after", "throttled", &t),
+            ("slower_than_request_timeout", "slow", &s),
+        ] {
+            let dead = dead_lettered(&dead_letter, name, None).await;
+            let lost = summary(scenario, N, got, &dead);
+            assert_eq!(lost, 0, "{name} lost deliveries; log:\n{}", run.log());
+            assert_eq!(got.len(), N, "{name}: nothing dead-lettered, all delivered");
         }
+        // Scenario 9, per message: a valid one is delivered when both destinations got it; a
+        // malformed one is settled when it is dead-lettered (as `invalid_json`).
+        let both: Map<String, usize> = t
+            .iter()
+            .filter(|(body, _)| s.contains_key(*body))
+            .map(|(body, n)| (body.clone(), *n))
+            .collect();
+        let bad: BTreeSet<String> = letters
+            .iter()
+            .filter(|r| r.header("hookpipe.reason").as_deref() == Some("invalid_json"))
+            .map(|r| format!("malformed@{}:{}", r.partition, r.offset))
+            .collect();
+        let lost = summary("malformed_mixed_in", N + BAD, &both, &bad);
+        assert_eq!(lost, 0);
         assert_eq!(malformed, BAD);
         assert_eq!(
             letters.len(),
