@@ -161,6 +161,8 @@ pub struct EventsRoute {
     pub filter: Option<Condition>,
     /// Compiled payload template; `None` = the event JSON as-is.
     pub template: Option<Template>,
+    /// Several events per request, if on.
+    pub batch: Option<Batching>,
 }
 
 impl EventsRoute {
@@ -178,6 +180,27 @@ impl EventsRoute {
 #[derive(Debug)]
 pub struct UsersRoute {
     /// Compiled payload template; `None` = the user JSON as-is.
+    pub template: Option<Template>,
+    /// Several users per request, if on.
+    pub batch: Option<Batching>,
+}
+
+/// Batching of one payload kind of a destination, validated: limits in range, the batch template
+/// compiled (`docs/configuration.md`, "Batching"). Without it, Amplitude's one payload per
+/// request.
+#[derive(Debug)]
+pub struct Batching {
+    /// A batch is sent once it holds this many payloads (1..=[`validate::MAX_BATCH_EVENTS`], and
+    /// at most `pipeline.max_in_flight`, since every buffered payload holds a permit).
+    pub max_events: usize,
+    /// ...or once its payloads (as-is or rendered, the JSON array's commas and brackets
+    /// included) reach this many bytes (1..=[`validate::MAX_BATCH_BYTES`]). A payload that alone
+    /// exceeds it travels in a batch of one.
+    pub max_bytes: usize,
+    /// ...or once its oldest payload waited this long (1 ms..=[`validate::MAX_BATCH_WAIT_MS`]).
+    pub max_wait: Duration,
+    /// Rendered once per batch with the list of the batch's inputs bound to `inputs`; `None`:
+    /// the body is the JSON array of the payloads.
     pub template: Option<Template>,
 }
 

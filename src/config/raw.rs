@@ -352,6 +352,8 @@ pub struct RawEvents {
     pub template: Option<String>,
     /// Template text.
     pub template_inline: Option<String>,
+    /// Several events per request (off when absent).
+    pub batch: Option<RawBatch>,
 }
 
 /// `[destinations.users]`.
@@ -365,4 +367,36 @@ pub struct RawUsers {
     pub template: Option<String>,
     /// Template text.
     pub template_inline: Option<String>,
+    /// Several users per request (off when absent).
+    pub batch: Option<RawBatch>,
+}
+
+/// `batch = { ... }` of `[destinations.events]` / `[destinations.users]`: several payloads per
+/// request (beyond Amplitude, which sends one per request).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// A batch is sent once it holds this many payloads.
+    #[serde(default = "default_batch_max_events")]
+    pub max_events: i64,
+    /// ...or once its payloads add up to this many bytes.
+    #[serde(default = "default_batch_max_bytes")]
+    pub max_bytes: i64,
+    /// ...or once its oldest payload waited this long.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub max_wait_ms: i64,
+    /// Batch template file (sees the list as `inputs`), relative to the config file.
+    pub template: Option<String>,
+    /// Batch template text.
+    pub template_inline: Option<String>,
+}
+
+fn default_batch_max_events() -> i64 {
+    100
+}
+fn default_batch_max_bytes() -> i64 {
+    1 << 20
+}
+fn default_batch_max_wait_ms() -> i64 {
+    1_000
 }

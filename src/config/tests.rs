@@ -498,3 +498,108 @@ fn headers_the_delivery_client_owns_are_refused_at_check_time() {
         "{all:?}"
     );
 }
+
+#[test]
+fn batching_is_off_by_default_and_gets_documented_defaults() {
+    let c = ok(MINIMAL);
+    assert!(c.destinations[0].events.as_ref().unwrap().batch.is_none());
+    let c = ok(&format!(
+        "{MINIMAL}batch = {{}}\n[destinations.users]\nbatch = {{ max_events = 7, max_bytes = 2048, max_wait_ms = 250, template_inline = '[<#list inputs as u>${{u.user_id}}<#sep>,</#list>]' }}\n"
+    ));
+    let d = &c.destinations[0];
+    let b = d
+        .events
+        .as_ref()
+        .unwrap()
+        .batch
+        .as_ref()
+        .expect("events batch");
+    assert_eq!(
+        (b.max_events, b.max_bytes, b.max_wait),
+        (100, 1 << 20, Duration::from_millis(1_000))
+    );
+    assert!(b.template.is_none());
+    let u = d
+        .users
+        .as_ref()
+        .unwrap()
+        .batch
+        .as_ref()
+        .expect("users batch");
+    assert_eq!(
+        (u.max_events, u.max_bytes, u.max_wait),
+        (7, 2048, Duration::from_millis(250))
+    );
+    assert!(u.template.is_some());
+}
+
+#[test]
+fn batch_problems_are_reported_with_the_rest() {
+    let text = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+[topics]
+events = ["ev"]
+dead_letter = "dlq"
+[pipeline]
+max_in_flight = 50
+max_in_flight_per_destination = 10
+[[destinations]]
+name = "a"
+url = "http://127.0.0.1:8080/hook"
+[destinations.events]
+template_inline = '${input.event_type}'
+batch = { max_events = 0, max_bytes = -1, max_wait_ms = 60001, template_inline = '${inputs?size}' }
+[destinations.users]
+batch = { max_events = 51, template_inline = '<#if>' }
+[[destinations]]
+name = "b"
+url = "http://127.0.0.1:8080/hook"
+[destinations.events]
+batch = { max_events = 10001 }
+"#;
+    let p = problems(text);
+    let expect = [
+        r#"destinations[0] "a".events.batch.max_events: 0 is out of range: 1 to 10000"#,
+        r#"destinations[0] "a".events.batch.max_bytes: -1 is out of range: 1 to 16777216 bytes"#,
+        r#"destinations[0] "a".events.batch.max_wait_ms: 60001 is out of range: 1 to 60000 ms"#,
+        r#"destinations[0] "a".events.batch: both a per-payload template and a batch template"#,
+        r#"destinations[0] "a".users.batch: destinations[0] "a".users.batch.template_inline:1:"#,
+        r#"destinations[1] "b".events.batch.max_events: 10001 is out of range: 1 to 10000"#,
+        r#"destinations[0] "a".users.batch.max_events: 51 is more than pipeline.max_in_flight (50)"#,
+        r#"destinations[1] "b".events.batch.max_events: 10001 is more than pipeline.max_in_flight (50)"#,
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|m| m.starts_with(e)),
+            "missing {e:?} in {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+    let unknown = problems(&format!("{MINIMAL}batch = {{ max_event = 3 }}\n"));
+    assert!(unknown[0].contains("max_event"), "{unknown:?}");
+}
+
+#[test]
+fn a_batch_template_sees_inputs_not_input() {
+    use crate::template::RenderState;
+    let c = ok(&format!(
+        "{MINIMAL}batch = {{ template_inline = '${{inputs?size}}:<#list inputs as e>${{e.n}}</#list>:${{(input.n)!\"none\"}}' }}\n"
+    ));
+    let b = c.destinations[0]
+        .events
+        .as_ref()
+        .unwrap()
+        .batch
+        .as_ref()
+        .unwrap();
+    let mut doc = br#"[{"n":1},{"n":2}]"#.to_vec();
+    let tape = simd_json::to_tape(&mut doc).unwrap();
+    let mut out = bytes::BytesMut::new();
+    b.template
+        .as_ref()
+        .unwrap()
+        .render(&mut RenderState::default(), tape.as_value(), &mut out)
+        .unwrap();
+    assert_eq!(&out[..], b"2:12:none");
+}

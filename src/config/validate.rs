@@ -5,10 +5,10 @@
 //! file:line:column and a caret, never a surprise at the first event. Environment variables are
 //! resolved here; an unset one is named, a value is never printed.
 
-use super::raw::{RawConfig, RawDestination, RawEvents, RawHeader, RawSetting, RawUsers};
+use super::raw::{RawBatch, RawConfig, RawDestination, RawEvents, RawHeader, RawSetting, RawUsers};
 use super::{
-    duration, Config, Destination, EventsRoute, Kafka, LogFormat, Pipeline, Retry, Secret,
-    Telemetry, Topics, UsersRoute,
+    duration, Batching, Config, Destination, EventsRoute, Kafka, LogFormat, Pipeline, Retry,
+    Secret, Telemetry, Topics, UsersRoute,
 };
 use crate::template::{self, Condition, Template};
 use std::collections::HashSet;
@@ -20,6 +20,15 @@ use std::time::Duration;
 
 /// At most this many custom headers per destination (Amplitude's limit).
 pub const MAX_CUSTOM_HEADERS: usize = 5;
+
+/// Largest `batch.max_events`.
+pub const MAX_BATCH_EVENTS: i64 = 10_000;
+
+/// Largest `batch.max_bytes` (the engine's default limit on one render's output).
+pub const MAX_BATCH_BYTES: i64 = 16 << 20;
+
+/// Largest `batch.max_wait_ms`: Amplitude's latency target is one minute.
+pub const MAX_BATCH_WAIT_MS: i64 = 60_000;
 
 /// Headers hookpipe always sends itself; a custom header may not override them.
 pub const PRESET_HEADERS: [&str; 2] = ["content-type", "user-agent"];
@@ -133,6 +142,7 @@ pub fn validate(
             }
         }
     }
+    batch_budget(&raw, &mut p);
     if !raw.destinations.is_empty() && raw.destinations.iter().all(|d| !d.enabled) {
         p.add(
             "destinations",
@@ -838,10 +848,16 @@ fn events(e: &RawEvents, path: &str, base: &Path, p: &mut Problems) -> Option<Ev
     };
     let template = template_source(&e.template, &e.template_inline, path, base, p)
         .and_then(|src| compile_template(&src, path, p));
+    let per_event = e.template.is_some() || e.template_inline.is_some();
+    let batch = e
+        .batch
+        .as_ref()
+        .and_then(|b| batch(b, per_event, &format!("{path}.batch"), base, p));
     (p.0.len() == before).then_some(EventsRoute {
         event_types,
         filter,
         template,
+        batch,
     })
 }
 
@@ -849,7 +865,91 @@ fn users(u: &RawUsers, path: &str, base: &Path, p: &mut Problems) -> Option<User
     let before = p.0.len();
     let template = template_source(&u.template, &u.template_inline, path, base, p)
         .and_then(|src| compile_template(&src, path, p));
-    (p.0.len() == before).then_some(UsersRoute { template })
+    let per_user = u.template.is_some() || u.template_inline.is_some();
+    let batch = u
+        .batch
+        .as_ref()
+        .and_then(|b| batch(b, per_user, &format!("{path}.batch"), base, p));
+    (p.0.len() == before).then_some(UsersRoute { template, batch })
+}
+
+/// `batch = { ... }`: every limit in range, at most one of the per-payload template and the
+/// batch template (a batch template renders the inputs themselves), the batch template compiled
+/// with the list bound to `inputs`.
+fn batch(
+    b: &RawBatch,
+    per_payload_template: bool,
+    path: &str,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<Batching> {
+    let before = p.0.len();
+    for (field, value, max, unit) in [
+        ("max_events", b.max_events, MAX_BATCH_EVENTS, ""),
+        ("max_bytes", b.max_bytes, MAX_BATCH_BYTES, " bytes"),
+        ("max_wait_ms", b.max_wait_ms, MAX_BATCH_WAIT_MS, " ms"),
+    ] {
+        if !(1..=max).contains(&value) {
+            p.add(
+                format!("{path}.{field}"),
+                format!("{value} is out of range: 1 to {max}{unit}"),
+            );
+        }
+    }
+    let template =
+        template_source(&b.template, &b.template_inline, path, base, p).and_then(|src| {
+            match Template::compile_bound(
+                &src.name,
+                &src.text,
+                &template::Options::default(),
+                "inputs",
+            ) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.add(path, compile_problem(&e, &src.text));
+                    None
+                }
+            }
+        });
+    if per_payload_template && (b.template.is_some() || b.template_inline.is_some()) {
+        p.add(
+            path,
+            "both a per-payload template and a batch template: a batch template renders the \
+             inputs themselves (`inputs`), so set at most one of the two",
+        );
+    }
+    (p.0.len() == before).then(|| Batching {
+        max_events: b.max_events as usize,
+        max_bytes: b.max_bytes as usize,
+        max_wait: Duration::from_millis(b.max_wait_ms as u64),
+        template,
+    })
+}
+
+/// Every buffered payload of a batch holds a permit of `pipeline.max_in_flight`, so a batch
+/// larger than that total could never fill.
+fn batch_budget(raw: &RawConfig, p: &mut Problems) {
+    let total = raw.pipeline.max_in_flight;
+    for (i, d) in raw.destinations.iter().enumerate() {
+        let batches = [
+            ("events", d.events.as_ref().and_then(|e| e.batch.as_ref())),
+            ("users", d.users.as_ref().and_then(|u| u.batch.as_ref())),
+        ];
+        for (kind, b) in batches {
+            if let Some(b) = b {
+                if b.max_events > 0 && b.max_events as u64 > total as u64 && total > 0 {
+                    p.add(
+                        format!("destinations[{i}] {:?}.{kind}.batch.max_events", d.name),
+                        format!(
+                            "{} is more than pipeline.max_in_flight ({total}): every payload \
+                             waiting in a batch holds one of those permits",
+                            b.max_events
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn cohorts(

@@ -31,6 +31,7 @@
 //! path; after `circuit_breaker_failures` consecutive failed attempts its [`breaker`] opens and
 //! its deliveries are parked without an attempt.
 
+mod batch;
 pub mod breaker;
 mod cohort;
 pub mod id;

@@ -50,6 +50,7 @@ pub(super) struct Worker {
     planned: Vec<Planned>,
     cohort: crate::cohort::Renderer,
     memberships: super::membership::Memberships,
+    batcher: super::batch::Batcher,
 }
 
 fn render(
@@ -72,6 +73,7 @@ fn render(
 impl Worker {
     pub(super) fn new(shared: Arc<Shared>) -> Worker {
         Worker {
+            batcher: super::batch::Batcher::new(shared.clone()),
             shared: shared.clone(),
             scratch: Vec::new(),
             buffers: Buffers::default(),
@@ -110,6 +112,8 @@ impl Worker {
             }
             self.handle(msg).await;
         }
+        // Open batches go out now (the drain waits for them).
+        self.batcher.close().await;
     }
 
     /// Decodes, routes and renders `payload` into `self.planned`. Synchronous: the tapes borrow
@@ -130,6 +134,7 @@ impl Worker {
             planned,
             cohort: _,
             memberships: _,
+            batcher: _,
         } = self;
         planned.clear();
         scratch.clear();
@@ -298,6 +303,16 @@ impl Worker {
                     });
                 }
                 Body::Ready(body) => {
+                    if let Some(batching) = super::batch::settings(&shared, &p.route) {
+                        let added = self
+                            .batcher
+                            .add(batching, p.route, &msg, body, settlement)
+                            .await;
+                        if !added {
+                            break;
+                        }
+                        continue;
+                    }
                     let request = Request {
                         id,
                         kind: p.route.kind,

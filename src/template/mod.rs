@@ -104,7 +104,20 @@ fn render_error(name: &str, program: &compiler::instr::Program, e: vm::VmError) 
 impl Template {
     /// Compiles `source`; `name` appears in every error.
     pub fn compile(name: &str, source: &str, options: &Options) -> Result<Template, CompileError> {
-        let program = compiler::compile_template(name, source, options.json_mode)?;
+        Template::compile_bound(name, source, options, "input")
+    }
+
+    /// [`Template::compile`] for a template that sees the value given to [`Template::render`] as
+    /// the variable `input_name` instead of `input` (a batch template sees its list of events
+    /// as `inputs`); `input` is then an ordinary variable, missing unless the template sets it.
+    pub fn compile_bound(
+        name: &str,
+        source: &str,
+        options: &Options,
+        input_name: &str,
+    ) -> Result<Template, CompileError> {
+        let program =
+            compiler::compile_template_bound(name, source, options.json_mode, input_name)?;
         let t = Template {
             name: name.to_string(),
             program,

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod batch;
 mod cohort;
 mod conformance;
 mod deliver;

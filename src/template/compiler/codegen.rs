@@ -86,8 +86,15 @@ struct Gen<'s> {
 }
 
 /// Compiles a parsed template.
-pub fn generate(root: &Node, src: &str, html_output: bool, json_mode: bool) -> GResult<Program> {
+pub fn generate(
+    root: &Node,
+    src: &str,
+    html_output: bool,
+    json_mode: bool,
+    input_name: &str,
+) -> GResult<Program> {
     let mut g = Gen::new(src);
+    g.p.input_name = input_name.to_string();
     g.p.html_output = html_output;
     g.json_mode = json_mode;
     g.collect(root);
@@ -130,7 +137,10 @@ impl<'s> Gen<'s> {
     fn new(src: &'s str) -> Gen<'s> {
         Gen {
             src,
-            p: Program::default(),
+            p: Program {
+                input_name: "input".into(),
+                ..Program::default()
+            },
             frame: Frame::default(),
             globals: HashMap::new(),
             macros: HashMap::new(),
@@ -1151,7 +1161,7 @@ impl<'s> Gen<'s> {
                 let d = self.dbg(recv);
                 Some(Instr::LocalDot(s, c, d))
             }
-            None if v == "input"
+            None if *v == self.p.input_name
                 && !self.globals.contains_key(v)
                 && !self.macros.contains_key(v) =>
             {
@@ -1192,8 +1202,11 @@ impl<'s> Gen<'s> {
             self.emit(Instr::MacroRef(m));
             return Ok(());
         }
+        if name == self.p.input_name {
+            self.emit(Instr::LoadRoot(Root::Input));
+            return Ok(());
+        }
         match name {
-            "input" => self.emit(Instr::LoadRoot(Root::Input)),
             "UtilClass" => self.emit(Instr::LoadRoot(Root::UtilClass)),
             "statics" => self.emit(Instr::LoadRoot(Root::Statics)),
             _ => self.emit(Instr::PushMissing),

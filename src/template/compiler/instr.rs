@@ -259,6 +259,9 @@ pub struct Program {
     /// indexes this). A render resolves them all in one pass over the input object instead of
     /// one linear key search per access.
     pub input_keys: Vec<String>,
+    /// The variable the rendered value is bound to: `input`, or another name given to
+    /// `compile_template_bound` (batch templates bind the list of events to `inputs`).
+    pub input_name: String,
 }
 
 impl Program {

@@ -62,10 +62,21 @@ pub fn compile_template(
     source: &str,
     json_mode: bool,
 ) -> Result<Program, CompileError> {
+    compile_template_bound(name, source, json_mode, "input")
+}
+
+/// [`compile_template`] with the rendered value bound to the variable `input_name` instead of
+/// `input` (which is then an ordinary, missing, variable).
+pub fn compile_template_bound(
+    name: &str,
+    source: &str,
+    json_mode: bool,
+    input_name: &str,
+) -> Result<Program, CompileError> {
     let (mut root, header) =
         parser::parse_template(source).map_err(|e| error_at(name, source, e.at, e.message))?;
     whitespace::strip(&mut root, header.strip_whitespace);
-    codegen::generate(&root, source, header.html_output, json_mode)
+    codegen::generate(&root, source, header.html_output, json_mode, input_name)
         .map_err(|e| error_at(name, source, e.pos.offset as usize, e.message))
 }
 

@@ -1458,7 +1458,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.globals[g as usize];
                     let v = if v.is_missing() {
                         match p.globals[g as usize].as_str() {
-                            "input" => self.input,
+                            name if name == p.input_name => self.input,
                             "UtilClass" => Value::Util,
                             "statics" => Value::Statics,
                             _ => Value::Missing,
