@@ -1549,6 +1549,202 @@ tier_prefix = "{tiers}"
         }
     }
 
+    /// Scenario 7 through `hookpipe run`: the broker (the only one, holding the input, the retry
+    /// tiers and the dead-letter topic) is stopped for a few seconds mid-stream while first
+    /// attempts fail and retries are parked, then started again; more events follow. Every
+    /// delivery still arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_restart_mid_stream_loses_nothing() {
+        use crate::support::kafka::PrivateBroker;
+        const N: usize = 60;
+        let private = tokio::task::spawn_blocking(PrivateBroker::start_on_free_port)
+            .await
+            .expect("start private broker");
+        let b = private.broker();
+        let events_topic = b.unique_topic("fault-restart", 3).await;
+        let dead_letter = b.unique_topic("fault-restart-dead", 1).await;
+        // Attempt 1 of every delivery fails, so retries are parked in the tiers across the
+        // restart; later attempts succeed.
+        let rx = Receiver::with_script(Script::new(|r| {
+            if r.header("x-hookpipe-attempt") == Some("1") {
+                Reply::Status(500)
+            } else {
+                Reply::ok()
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &unique_name("fault-restart-group"),
+            &events_topic,
+            &dead_letter,
+            &unique_name("fault-restart-tier"),
+            &[("r", rx.url())],
+        )
+        .replace(broker().bootstrap(), b.bootstrap());
+        b.produce_many(&events_topic, events(N)).await;
+        let run = Run::start(dir.path(), 0, &cfg);
+        // Mid-stream: some first attempts made, not every delivery through.
+        until(Duration::from_secs(60), || rx.requests().len() >= N / 2).await;
+        assert!(
+            delivered(&rx).len() < N,
+            "everything was delivered before the restart; the scenario would test nothing"
+        );
+        tokio::task::block_in_place(|| private.stop());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::block_in_place(|| private.start_again());
+        let b = private.broker();
+        b.produce_many(&events_topic, events_from(N, N)).await;
+        until(Duration::from_secs(120), || delivered(&rx).len() >= 2 * N).await;
+        let got = delivered(&rx);
+        let dead: std::collections::BTreeSet<String> = b
+            .read_all(&dead_letter, 10_000, Duration::from_secs(1))
+            .await
+            .iter()
+            .filter_map(|r| DeadLetter::from_json(r.payload.as_deref()?).ok())
+            .filter_map(|l| l.delivery)
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect();
+        let lost = summary("broker_restart_mid_stream", 2 * N, &got, &dead);
+        assert_eq!(lost, 0, "log:\n{}", run.log());
+        assert!(dead.is_empty(), "back before the last attempt: {dead:?}");
+    }
+
+    /// Scenarios 2 and 6: the receiver answers 500 to attempts 1 and 2 of every delivery (a
+    /// stretch of ~3 s each), and `hookpipe` is SIGKILLed three times meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_repeatedly_while_retries_are_pending_loses_nothing() {
+        broker();
+        const N: usize = 100;
+        let events_topic = unique_topic("fault-kill", 3).await;
+        let dead_letter = unique_topic("fault-kill-dead", 1).await;
+        // Failing for the first two attempts of every delivery, back from attempt 3 on.
+        let rx = Receiver::with_script(Script::new(|r| {
+            match r
+                .header("x-hookpipe-attempt")
+                .and_then(|a| a.parse::<u32>().ok())
+            {
+                Some(a) if a >= 3 => Reply::ok(),
+                _ => Reply::Status(500),
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let group = unique_name("fault-kill-group");
+        let tiers = unique_name("fault-kill-tier");
+        let cfg = config(
+            &group,
+            &events_topic,
+            &dead_letter,
+            &tiers,
+            &[("flaky", rx.url())],
+        );
+        produce_many(&events_topic, events(N)).await;
+
+        // Killed (SIGKILL) three times while deliveries are parked in the tiers.
+        let mut run = Run::start(dir.path(), 0, &cfg);
+        for n in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            run.kill();
+            run = Run::start(dir.path(), n, &cfg);
+        }
+        until(Duration::from_secs(90), || delivered(&rx).len() >= N).await;
+        let got = delivered(&rx);
+        let dead = dead_lettered(&dead_letter, "flaky", None).await;
+        let lost = summary("receiver_500_for_a_stretch", N, &got, &dead)
+            + summary("sigkill_while_retrying", N, &got, &dead);
+        assert_eq!(lost, 0, "log of the last run:\n{}", run.log());
+        assert!(dead.is_empty());
+        // No attempt was skipped by the kills: every delivery was seen at attempts 1, 2 and 3.
+        let mut attempts: Map<String, std::collections::BTreeSet<u32>> = Map::new();
+        for r in rx.requests() {
+            let a = r.header("x-hookpipe-attempt").unwrap().parse().unwrap();
+            attempts.entry(r.body_str()).or_default().insert(a);
+        }
+        for (body, seen) in &attempts {
+            assert!(
+                [1, 2, 3].iter().all(|a| seen.contains(a)),
+                "{body}: attempts {seen:?}"
+            );
+        }
+    }
+
+    /// Scenario 7 through `hookpipe run`: the broker (the only one, holding the input, the retry
+    /// tiers and the dead-letter topic) is stopped for a few seconds mid-stream while first
+    /// attempts fail and retries are parked, then started again; more events follow. Every
+    /// delivery still arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_restart_mid_stream_loses_nothing() {
+        use crate::support::kafka::PrivateBroker;
+        const N: usize = 60;
+        let private = tokio::task::spawn_blocking(PrivateBroker::start_on_free_port)
+            .await
+            .expect("start private broker");
+        let b = private.broker();
+        let events_topic = b.unique_topic("fault-restart", 3).await;
+        let dead_letter = b.unique_topic("fault-restart-dead", 1).await;
+        // Attempt 1 of every delivery fails, so retries are parked in the tiers across the
+        // restart; later attempts succeed.
+        let rx = Receiver::with_script(Script::new(|r| {
+            if r.header("x-hookpipe-attempt") == Some("1") {
+                Reply::Status(500)
+            } else {
+                Reply::ok()
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &unique_name("fault-restart-group"),
+            &events_topic,
+            &dead_letter,
+            &unique_name("fault-restart-tier"),
+            &[("r", rx.url())],
+        )
+        .replace(broker().bootstrap(), b.bootstrap());
+        b.produce_many(&events_topic, events(N)).await;
+        let run = Run::start(dir.path(), 0, &cfg);
+        // Mid-stream: some first attempts made, not every delivery through.
+        until(Duration::from_secs(60), || rx.requests().len() >= N / 2).await;
+        assert!(
+            delivered(&rx).len() < N,
+            "everything was delivered before the restart; the scenario would test nothing"
+        );
+        tokio::task::block_in_place(|| private.stop());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::block_in_place(|| private.start_again());
+        let b = private.broker();
+        b.produce_many(&events_topic, events_from(N, N)).await;
+        until(Duration::from_secs(120), || delivered(&rx).len() >= 2 * N).await;
+        let got = delivered(&rx);
+        let dead: std::collections::BTreeSet<String> = b
+            .read_all(&dead_letter, 10_000, Duration::from_secs(1))
+            .await
+            .iter()
+            .filter_map(|r| DeadLetter::from_json(r.payload.as_deref()?).ok())
+            .filter_map(|l| l.delivery)
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect();
+        let lost = summary("broker_restart_mid_stream", 2 * N, &got, &dead);
+        if std::env::var_os("HOOKPIPE_DEBUG_DUPS").is_some() {
+            for r in rx.requests() {
+                eprintln!(
+                    "{} {:?} {:?} {}",
+                    r.body_str(),
+                    r.header("x-hookpipe-attempt"),
+                    r.header("x-hookpipe-delivery-id"),
+                    r.succeeded()
+                );
+            }
+        }
+        assert_eq!(lost, 0, "log:\n{}", run.log());
+        assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+        drop(run);
+        tokio::task::spawn_blocking(move || drop(private))
+            .await
+            .expect("stop private broker");
+    }
+
     /// Scenario 5: a receiver answering 400 forever gets Amplitude's 10 attempts of one try each
     /// (9 waits of 1 s: one tier), then every delivery is dead-lettered with its history.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
