@@ -1,6 +1,7 @@
 //! The VM: runs a compiled [`Program`] over an input, appending to the caller's buffer. A flat
 //! dispatch loop over instructions; macro and function calls recurse (bounded depth). Fuel is
-//! charged per instruction and the output size is capped, so hostile templates fail cleanly.
+//! charged per code-region entry and per loop iteration (an upper bound of the instructions
+//! run, see [`Vm::exec`]) and the output size is capped, so hostile templates fail cleanly.
 
 pub mod builtins;
 pub mod state;
@@ -206,6 +207,14 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     #[inline(never)]
     fn input_dot_search(&mut self, k: usize, dbg: u32) -> VResult<Value<'a>> {
+        if self.input_filled == 0 && k < 64 {
+            if let Value::Json(j) = self.input {
+                if let Some(o) = j.as_object() {
+                    self.scan_input(&o);
+                    return Ok(self.input_cache.get(k).copied().unwrap_or(Value::Missing));
+                }
+            }
+        }
         let p = self.p;
         let Some(name) = p.input_keys.get(k) else {
             return Err(fail(dbg, "internal error: bad input key"));
@@ -219,6 +228,42 @@ impl<'a, 'o> Vm<'a, 'o> {
             self.input_filled |= 1 << k;
         }
         Ok(v)
+    }
+
+    /// Resolves the first 64 `input_keys` in one pass over the input object (the first entry
+    /// of each name wins, as in [`json_get`]), instead of one search from the start per name.
+    /// Keys whose length no wanted name has are skipped after one bit test.
+    fn scan_input(&mut self, o: &simd_json::tape::Object<'a, 'a>) {
+        let names = &self.p.input_keys[..self.p.input_keys.len().min(64)];
+        let n = names.len();
+        self.input_cache.clear();
+        self.input_cache.resize(n, Value::Missing);
+        let all: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        // Bit `len` set: some wanted name has `len` bytes (bit 63: 63 or more).
+        let mut lens = 0u64;
+        for name in names {
+            lens |= 1 << name.len().min(63);
+        }
+        let mut todo = all;
+        for (key, v) in o.iter() {
+            let kb = key.as_bytes();
+            if lens & (1 << kb.len().min(63)) == 0 {
+                continue;
+            }
+            let mut bits = todo;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if key_eq(kb, names[j].as_bytes()) {
+                    self.input_cache[j] = Value::from_tape(v);
+                    todo &= !(1u64 << j);
+                }
+            }
+            if todo == 0 {
+                break;
+            }
+        }
+        self.input_filled = all;
     }
 
     /// Gives the buffers back to `state` for the next render.
@@ -247,7 +292,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             site: None,
             call_dbg: u32::MAX,
         };
-        match self.exec(0, &ctx) {
+        match self.exec(0, self.p.main_end, &ctx) {
             Ok(()) => Ok(()),
             Err(e) if e.stop => Ok(()),
             Err(e) => Err(e),
@@ -266,7 +311,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             site: None,
             call_dbg: u32::MAX,
         };
-        self.exec(0, &ctx)?;
+        self.exec(0, self.p.main_end, &ctx)?;
         Ok(self.stack.pop().unwrap_or(Value::Missing))
     }
 
@@ -589,7 +634,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         if let Value::Json(j) = recv {
             if let Some(o) = j.as_object() {
-                return Ok(json_get(&o, name));
+                return Ok(json_get(&o, name.as_bytes()));
             }
         }
         self.dot(recv, name, dbg)
@@ -601,7 +646,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
-                    json_get(&obj, name)
+                    json_get(&obj, name.as_bytes())
                 } else {
                     match name {
                         "iterator" => Value::Method(Method::Iterator, Some(v)),
@@ -1228,7 +1273,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             self.locals[base + i] = self.stack[from + i];
         }
         self.stack.truncate(from);
-        let pc = info.pc;
+        let (pc, end) = (info.pc, info.end);
         let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
@@ -1241,7 +1286,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let stack_before = self.stack.len();
         // What a function body prints is discarded, as in FreeMarker.
         let out_mark = self.out.len();
-        let r = self.exec(pc as usize, &new);
+        let r = self.exec(pc as usize, end, &new);
         self.out.truncate(out_mark);
         self.depth -= 1;
         self.locals.truncate(base);
@@ -1297,7 +1342,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             call_dbg: dbg,
         };
         self.depth += 1;
-        let r = self.exec(info.pc as usize, &new);
+        let r = self.exec(info.pc as usize, info.end, &new);
         self.depth -= 1;
         self.locals.truncate(base);
         self.loops.truncate(loop_base);
@@ -1334,7 +1379,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         self.depth += 1;
         let before = self.stack.len();
-        let r = self.exec(info.pc as usize, &ctx);
+        let r = self.exec(info.pc as usize, info.end, &ctx);
         self.depth -= 1;
         r?;
         let v = if self.stack.len() > before {
@@ -1397,17 +1442,32 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ the loop
 
-    fn exec(&mut self, mut pc: usize, ctx: &Ctx<'_>) -> VResult<()> {
+    /// Takes `n` units of fuel, or fails when the budget is spent.
+    #[inline(always)]
+    fn charge(&mut self, n: usize) -> VResult<()> {
+        match self.fuel.checked_sub(n as u64) {
+            Some(left) => {
+                self.fuel = left;
+                Ok(())
+            }
+            None => Err(out_of_fuel()),
+        }
+    }
+
+    /// Runs the code region `pc..end` (the main template, a macro or function body, a nested
+    /// body or a lambda) until its `Ret`.
+    ///
+    /// Fuel is charged per region entry and per loop iteration rather than per instruction,
+    /// yet it still bounds the instructions executed: entering charges the region's length
+    /// (straight-line code runs each instruction at most once), and every backward jump from
+    /// `j` to `t` charges `j - t + 1`, the instructions it may run again. An instruction runs
+    /// at most once plus once per backward jump over it, so the total never exceeds the fuel
+    /// charged.
+    fn exec(&mut self, mut pc: usize, end: u32, ctx: &Ctx<'_>) -> VResult<()> {
         let p = self.p;
         let code = &p.code[..];
+        self.charge((end as usize).saturating_sub(pc).max(1))?;
         loop {
-            if self.fuel == 0 {
-                return Err(fail(
-                    u32::MAX,
-                    "The template ran out of fuel (instruction budget exceeded)",
-                ));
-            }
-            self.fuel -= 1;
             let Some(&ins) = code.get(pc) else {
                 return Ok(());
             };
@@ -1646,7 +1706,12 @@ impl<'a, 'o> Vm<'a, 'o> {
                         ));
                     }
                 }
-                Instr::Jump(t) => pc = t as usize,
+                Instr::Jump(t) => {
+                    if (t as usize) < pc {
+                        self.charge(pc - t as usize)?;
+                    }
+                    pc = t as usize;
+                }
                 Instr::MakeRange(kind, dbg) => {
                     let r = self.make_range(kind, dbg)?;
                     self.stack.push(r);
@@ -1712,9 +1777,27 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Instr::LoopAgain(l, a, b, body) => {
                     let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
                     if self.loop_next(li, ai, b, ctx.base) {
+                        self.charge(pc.saturating_sub(body as usize))?;
                         pc = body as usize;
                     }
                 }
+                Instr::SepAgain(i) => {
+                    let t = &p.tails[i as usize];
+                    let li = ctx.loop_base + t.lp as usize;
+                    if self.has_next(li) {
+                        self.out.extend_from_slice(
+                            &p.text.as_bytes()[t.sep.0 as usize..t.sep.1 as usize],
+                        );
+                        self.check_output()?;
+                    }
+                    let ai = ctx.base + t.a as usize;
+                    if self.loop_next(li, ai, t.b, ctx.base) {
+                        self.charge(pc.saturating_sub(t.body as usize))?;
+                        pc = t.body as usize;
+                    }
+                }
+                Instr::Run(s, e) => self.run_pieces(s, e, ctx)?,
+                Instr::ListRun(i) => self.list_run(&p.item_loops[i as usize], ctx)?,
                 Instr::LoopNext(l, a, b, t) => {
                     let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
                     if !self.loop_next(li, ai, b, ctx.base) {
@@ -1763,6 +1846,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         self.stack.truncate(self.stack.len() - argc);
                         continue;
                     };
+                    let body_end = p.sites[site as usize].body_end;
                     let body = p.sites[site as usize].body.as_ref();
                     let Some((bpc, slots)) = body else {
                         self.stack.truncate(self.stack.len() - argc);
@@ -1782,7 +1866,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         return Err(fail(dbg, "Too deep recursion"));
                     }
                     self.depth += 1;
-                    let r = self.exec(*bpc as usize, caller);
+                    let r = self.exec(*bpc as usize, body_end, caller);
                     self.depth -= 1;
                     r?;
                 }
@@ -1864,6 +1948,64 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
+    /// Runs pieces `s..e` of [`Program::pieces`]: static text and `${x.name}` interpolations
+    /// exactly as their `Text` / `EmitLocalDot` / `EmitInputDot` instructions would, checking
+    /// the output cap once at the end (a run's output is bounded by its pieces).
+    fn run_pieces(&mut self, s: u32, e: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        let p = self.p;
+        let text = p.text.as_bytes();
+        for piece in &p.pieces[s as usize..e as usize] {
+            match *piece {
+                Piece::Text(a, b) => self.out.extend_from_slice(&text[a as usize..b as usize]),
+                Piece::LocalDot {
+                    slot,
+                    name_start,
+                    name_end,
+                    rdbg,
+                    dbg,
+                } => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    let obj = match recv {
+                        Value::Json(j) => j.as_object(),
+                        Value::Missing => return Err(self.missing_error(rdbg)),
+                        _ => None,
+                    };
+                    let v = match obj {
+                        Some(o) => json_get(&o, &text[name_start as usize..name_end as usize]),
+                        None => {
+                            let name = &p.text[name_start as usize..name_end as usize];
+                            self.dot(recv, name, dbg)?
+                        }
+                    };
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+            }
+        }
+        self.check_output()
+    }
+
+    /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
+    /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body.
+    fn list_run(&mut self, it: &ItemLoop, ctx: &Ctx<'_>) -> VResult<()> {
+        let text = self.p.text.as_bytes();
+        let li = ctx.loop_base + it.lp as usize;
+        let ai = ctx.base + it.a as usize;
+        let cost = (it.middle.1 - it.middle.0) as usize + 2;
+        self.out
+            .extend_from_slice(&text[it.head.0 as usize..it.head.1 as usize]);
+        while self.loop_next(li, ai, it.b, ctx.base) {
+            self.charge(cost)?;
+            self.run_pieces(it.middle.0, it.middle.1, ctx)?;
+            let (s, e) = if self.has_next(li) { it.join } else { it.tail };
+            self.out.extend_from_slice(&text[s as usize..e as usize]);
+        }
+        self.check_output()
+    }
+
     fn dedupe_hash(&mut self, h: Value<'a>) -> Value<'a> {
         let Value::Hash(start, n) = h else { return h };
         let start = start as usize;
@@ -1891,6 +2033,15 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn out_of_fuel() -> VmError {
+    fail(
+        u32::MAX,
+        "The template ran out of fuel (instruction budget exceeded)",
+    )
+}
+
 impl VmError {
     fn with_prefix(self) -> VmError {
         self
@@ -1900,8 +2051,7 @@ impl VmError {
 /// `obj[name]` on the tape: the first entry whose key equals `name` (as simd-json's
 /// `Object::get`), comparing lengths first and short keys without a `memcmp` call.
 #[inline(always)]
-fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &str) -> Value<'a> {
-    let name = name.as_bytes();
+fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &[u8]) -> Value<'a> {
     for (k, v) in obj.iter() {
         if key_eq(k.as_bytes(), name) {
             return Value::from_tape(v);
