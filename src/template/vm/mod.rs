@@ -55,7 +55,8 @@ pub struct Limits {
 
 /// Settings that `#setting` can change during a render.
 pub struct Settings<'a> {
-    number_format: Option<NumberFormat>,
+    /// Boxed: a `NumberFormat` is hundreds of bytes, and the VM struct is built per render.
+    number_format: Option<Box<NumberFormat>>,
     boolean_true: Cow<'a, str>,
     boolean_false: Cow<'a, str>,
     datetime_format: Cow<'a, str>,
@@ -141,15 +142,17 @@ pub struct Vm<'a, 'o> {
 }
 
 impl<'a, 'o> Vm<'a, 'o> {
-    /// Prepares a render, borrowing the reusable buffers of `state`.
+    /// Prepares a render, borrowing the reusable buffers of `state`, and applies the
+    /// template's initial settings. Built in place (inlined, infallible construction) so the
+    /// large VM struct is not copied around per render.
+    #[inline(always)]
     pub fn new(
         p: &'a Program,
         state: &mut RenderState,
         input: TapeValue<'a, 'a>,
         out: &'o mut BytesMut,
         limits: Limits,
-        initial: &'a [(String, String)],
-    ) -> VResult<Vm<'a, 'o>> {
+    ) -> Vm<'a, 'o> {
         let out_start = out.len();
         let mut vm = Vm {
             p,
@@ -186,10 +189,15 @@ impl<'a, 'o> Vm<'a, 'o> {
         vm.scratch.clear();
         vm.globals.resize(p.globals.len(), Value::Missing);
         vm.input_cache.clear();
+        vm
+    }
+
+    /// Applies the settings a template was compiled with (before it runs).
+    pub fn apply_initial(&mut self, initial: &'a [(String, String)]) -> VResult<()> {
         for (name, value) in initial {
-            vm.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
+            self.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
         }
-        Ok(vm)
+        Ok(())
     }
 
     /// `input.<Program::input_keys[k]>`, searched once per render and then served from
@@ -267,17 +275,18 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 
     /// Gives the buffers back to `state` for the next render.
-    pub fn finish(self, state: &mut RenderState) {
-        state.put_values(self.input_cache);
-        state.put_values(self.stack);
-        state.put_values(self.locals);
-        state.put_values(self.globals);
-        state.put_values(self.seqs);
-        state.put_pairs(self.hashes);
-        state.put_loops(self.loops);
-        state.marks = self.marks;
-        state.arena = self.arena;
-        state.scratch = self.scratch;
+    pub fn finish(&mut self, state: &mut RenderState) {
+        use std::mem::take;
+        state.put_values(take(&mut self.input_cache));
+        state.put_values(take(&mut self.stack));
+        state.put_values(take(&mut self.locals));
+        state.put_values(take(&mut self.globals));
+        state.put_values(take(&mut self.seqs));
+        state.put_pairs(take(&mut self.hashes));
+        state.put_loops(take(&mut self.loops));
+        state.marks = take(&mut self.marks);
+        state.arena = take(&mut self.arena);
+        state.scratch = take(&mut self.scratch);
     }
 
     /// Runs the main template.
@@ -450,7 +459,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 self.settings.number_format = if value == "computer" {
                     None
                 } else {
-                    Some(NumberFormat::new(&value).map_err(|e| fail(dbg, e.to_string()))?)
+                    Some(Box::new(
+                        NumberFormat::new(&value).map_err(|e| fail(dbg, e.to_string()))?,
+                    ))
                 };
             }
             "boolean_format" => {
@@ -1948,10 +1959,18 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
-    /// Runs pieces `s..e` of [`Program::pieces`]: static text and `${x.name}` interpolations
-    /// exactly as their `Text` / `EmitLocalDot` / `EmitInputDot` instructions would, checking
-    /// the output cap once at the end (a run's output is bounded by its pieces).
+    /// Runs pieces `s..e` of [`Program::pieces`] (an [`Instr::Run`]), then checks the output
+    /// cap once (a run's output is bounded by its pieces).
+    #[inline(never)]
     fn run_pieces(&mut self, s: u32, e: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        self.pieces(s, e, ctx)?;
+        self.check_output()
+    }
+
+    /// Static text and `${x.name}` interpolations, exactly as their `Text` / `EmitLocalDot` /
+    /// `EmitInputDot` instructions would write them.
+    #[inline(always)]
+    fn pieces(&mut self, s: u32, e: u32, ctx: &Ctx<'_>) -> VResult<()> {
         let p = self.p;
         let text = p.text.as_bytes();
         for piece in &p.pieces[s as usize..e as usize] {
@@ -1985,25 +2004,58 @@ impl<'a, 'o> Vm<'a, 'o> {
                 }
             }
         }
-        self.check_output()
+        Ok(())
     }
 
     /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
     /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body.
+    #[inline(never)]
     fn list_run(&mut self, it: &ItemLoop, ctx: &Ctx<'_>) -> VResult<()> {
         let text = self.p.text.as_bytes();
         let li = ctx.loop_base + it.lp as usize;
         let ai = ctx.base + it.a as usize;
         let cost = (it.middle.1 - it.middle.0) as usize + 2;
+        if ai >= self.locals.len() || li >= self.loops.len() {
+            return Err(fail(u32::MAX, "internal error: loop slot out of range"));
+        }
         self.out
             .extend_from_slice(&text[it.head.0 as usize..it.head.1 as usize]);
+        // The common case, a JSON array listed from its start: iterate the tape directly.
+        let st = &mut self.loops[li];
+        if let (LoopSrc::Arr(_), false, Some(len), u32::MAX) = (&st.src, st.started, st.len, it.b) {
+            let done = LoopState {
+                src: LoopSrc::Pool(0),
+                index: len.saturating_sub(1),
+                len: Some(len),
+                started: true,
+            };
+            let LoopSrc::Arr(items) = std::mem::replace(st, done).src else {
+                return Ok(());
+            };
+            let mut left = len;
+            for v in items.take(len) {
+                left -= 1;
+                self.locals[ai] = if v.is_object() {
+                    Value::Json(v)
+                } else {
+                    Value::from_tape(v)
+                };
+                self.charge(cost)?;
+                self.pieces(it.middle.0, it.middle.1, ctx)?;
+                let (s, e) = if left > 0 { it.join } else { it.tail };
+                self.out.extend_from_slice(&text[s as usize..e as usize]);
+                self.check_output()?;
+            }
+            return Ok(());
+        }
         while self.loop_next(li, ai, it.b, ctx.base) {
             self.charge(cost)?;
-            self.run_pieces(it.middle.0, it.middle.1, ctx)?;
+            self.pieces(it.middle.0, it.middle.1, ctx)?;
             let (s, e) = if self.has_next(li) { it.join } else { it.tail };
             self.out.extend_from_slice(&text[s as usize..e as usize]);
+            self.check_output()?;
         }
-        self.check_output()
+        Ok(())
     }
 
     fn dedupe_hash(&mut self, h: Value<'a>) -> Value<'a> {
