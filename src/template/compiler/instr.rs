@@ -226,6 +226,9 @@ pub struct ItemLoop {
     pub join: (u32, u32),
     /// Text written after the last item.
     pub tail: (u32, u32),
+    /// Every `LocalDot` piece reads the item (slot `a`) and there is no value slot: an item
+    /// that is a JSON object can be read from the tape without going through its local slot.
+    pub direct: bool,
 }
 
 /// The operands of one [`Instr::SepAgain`].
@@ -341,6 +344,10 @@ pub struct Program {
     /// indexes this). A render resolves them all in one pass over the input object instead of
     /// one linear key search per access.
     pub input_keys: Vec<String>,
+    /// For each length `n` below 63 (and 63 for longer names), the bit set of the first 64
+    /// `input_keys` that are `n` bytes long: one pass over the input object compares each key
+    /// only with the names of its length.
+    pub input_key_lens: Vec<u64>,
     /// The steps of every [`Instr::Run`].
     pub pieces: Vec<Piece>,
     /// The operands of every [`Instr::SepAgain`].
@@ -375,6 +382,10 @@ impl Program {
             } else {
                 Instr::InputDot(k, dbg)
             };
+        }
+        self.input_key_lens = vec![0; 64];
+        for (k, name) in self.input_keys.iter().take(64).enumerate() {
+            self.input_key_lens[name.len().min(63)] |= 1 << k;
         }
     }
 }

@@ -322,6 +322,13 @@ fn fuse_item_loops(p: &mut Program, refs: &[u32], i: usize) -> Option<(usize, Op
         }
         _ => ((0, 0), &body[..], sep, (0, 0)),
     };
+    // Every `${x.name}` reads the loop variable itself: the VM can read the item straight
+    // from the tape instead of through its local slot.
+    let direct = b == u32::MAX
+        && middle.iter().all(|pc| match pc {
+            Piece::LocalDot { slot, .. } => *slot == a,
+            _ => true,
+        });
     let start = p.pieces.len() as u32;
     p.pieces.extend_from_slice(middle);
     let idx = p.item_loops.len() as u32;
@@ -333,6 +340,7 @@ fn fuse_item_loops(p: &mut Program, refs: &[u32], i: usize) -> Option<(usize, Op
         middle: (start, p.pieces.len() as u32),
         join,
         tail,
+        direct,
     });
     Some((3, Some(Instr::ListRun(idx))))
 }

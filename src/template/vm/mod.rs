@@ -242,23 +242,17 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// of each name wins, as in [`json_get`]), instead of one search from the start per name.
     /// Keys whose length no wanted name has are skipped after one bit test.
     fn scan_input(&mut self, o: &simd_json::tape::Object<'a, 'a>) {
-        let names = &self.p.input_keys[..self.p.input_keys.len().min(64)];
+        let p = self.p;
+        let names = &p.input_keys[..p.input_keys.len().min(64)];
         let n = names.len();
         self.input_cache.clear();
         self.input_cache.resize(n, Value::Missing);
         let all: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        // Bit `len` set: some wanted name has `len` bytes (bit 63: 63 or more).
-        let mut lens = 0u64;
-        for name in names {
-            lens |= 1 << name.len().min(63);
-        }
         let mut todo = all;
         for (key, v) in o.iter() {
             let kb = key.as_bytes();
-            if lens & (1 << kb.len().min(63)) == 0 {
-                continue;
-            }
-            let mut bits = todo;
+            let same_length = p.input_key_lens.get(kb.len().min(63)).copied();
+            let mut bits = same_length.unwrap_or(all) & todo;
             while bits != 0 {
                 let j = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -2007,6 +2001,38 @@ impl<'a, 'o> Vm<'a, 'o> {
         Ok(())
     }
 
+    /// [`Vm::pieces`] for an item loop whose `LocalDot` pieces all read the item `obj`, a JSON
+    /// object (so the receiver can neither be missing nor need the slow `dot`).
+    #[inline(always)]
+    fn item_pieces(
+        &mut self,
+        obj: &simd_json::tape::Object<'a, 'a>,
+        s: u32,
+        e: u32,
+    ) -> VResult<()> {
+        let p = self.p;
+        let text = p.text.as_bytes();
+        for piece in &p.pieces[s as usize..e as usize] {
+            match *piece {
+                Piece::Text(a, b) => self.out.extend_from_slice(&text[a as usize..b as usize]),
+                Piece::LocalDot {
+                    name_start,
+                    name_end,
+                    dbg,
+                    ..
+                } => {
+                    let v = json_get(obj, &text[name_start as usize..name_end as usize]);
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
     /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body.
     #[inline(never)]
@@ -2035,13 +2061,14 @@ impl<'a, 'o> Vm<'a, 'o> {
             let mut left = len;
             for v in items.take(len) {
                 left -= 1;
-                self.locals[ai] = if v.is_object() {
-                    Value::Json(v)
-                } else {
-                    Value::from_tape(v)
-                };
                 self.charge(cost)?;
-                self.pieces(it.middle.0, it.middle.1, ctx)?;
+                match v.as_object() {
+                    Some(o) if it.direct => self.item_pieces(&o, it.middle.0, it.middle.1)?,
+                    _ => {
+                        self.locals[ai] = Value::from_tape(v);
+                        self.pieces(it.middle.0, it.middle.1, ctx)?;
+                    }
+                }
                 let (s, e) = if left > 0 { it.join } else { it.tail };
                 self.out.extend_from_slice(&text[s as usize..e as usize]);
                 self.check_output()?;
