@@ -2140,28 +2140,24 @@ fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &[u8]) -> Value<'a>
 }
 
 /// Byte equality tuned for object keys (mostly under 16 bytes): lengths first, then at most
-/// two 8-byte (or 4-byte) comparisons, with no `memcmp` call.
+/// two 8-byte (or 4-byte) word comparisons, with no `memcmp` call and no panic path.
 #[inline(always)]
 fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    fn word8(s: &[u8]) -> u64 {
+        <[u8; 8]>::try_from(s).map_or(0, u64::from_le_bytes)
+    }
+    fn word4(s: &[u8]) -> u32 {
+        <[u8; 4]>::try_from(s).map_or(0, u32::from_le_bytes)
+    }
     let n = a.len();
     if n != b.len() {
         return false;
     }
     if (8..=16).contains(&n) {
-        let word = |s: &[u8], at: usize| -> u64 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&s[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+        return word8(&a[..8]) == word8(&b[..8]) && word8(&a[n - 8..]) == word8(&b[n - 8..]);
     }
     if (4..8).contains(&n) {
-        let word = |s: &[u8], at: usize| -> u32 {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&s[at..at + 4]);
-            u32::from_le_bytes(w)
-        };
-        return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+        return word4(&a[..4]) == word4(&b[..4]) && word4(&a[n - 4..]) == word4(&b[n - 4..]);
     }
     if n < 4 {
         return a.iter().zip(b).all(|(x, y)| x == y);
@@ -2225,5 +2221,27 @@ fn compress(input: &[u8], out: &mut BytesMut) {
             state = St::Init;
         }
         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::key_eq;
+
+    #[test]
+    fn key_eq_agrees_with_slice_equality_at_every_length() {
+        let base: Vec<u8> = (b'a'..=b'z').collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(key_eq(a, a), "{n}");
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 0x20;
+                assert!(!key_eq(a, &b), "{n} differing at {i}");
+            }
+            if n > 0 {
+                assert!(!key_eq(a, &base[..n - 1]), "{n} vs shorter");
+            }
+        }
     }
 }
