@@ -25,7 +25,8 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// Escape interpolations inside JSON string literals and validate the output as JSON.
     pub json_mode: bool,
-    /// Instructions one render may execute before it fails.
+    /// Work one render may do before it fails: an upper bound of the instructions it runs
+    /// (charged per code-region entry and per loop iteration, see `docs/templates.md`).
     pub fuel: u64,
     /// Largest output one render may produce, in bytes.
     pub max_output: usize,

@@ -204,6 +204,20 @@ pub enum Piece {
     },
     /// `${input.name}` as `EmitInputDot`: index into [`Program::input_keys`] and debug entry.
     InputDot(u32, u32),
+    /// `${input.name?c}`, as `InputDot; Check; Builtin(C); Emit` (payload templates print
+    /// booleans and numbers this way).
+    InputC {
+        /// Index into [`Program::input_keys`].
+        k: u32,
+        /// Debug entry of the `InputDot`.
+        dot_dbg: u32,
+        /// Debug entry of the `Check` (blamed when the value is missing).
+        check_dbg: u32,
+        /// Debug entry of the `?c`.
+        bi_dbg: u32,
+        /// Debug entry of the interpolation.
+        emit_dbg: u32,
+    },
 }
 
 /// The operands of one [`Instr::ListRun`]. The body's pieces are rotated so that static text

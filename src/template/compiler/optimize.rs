@@ -238,23 +238,65 @@ fn is_piece(i: &Instr) -> bool {
     )
 }
 
-/// Two or more `Text` / `EmitLocalDot` / `EmitInputDot` in a row, with no jump into the middle
-/// → `Run`.
+/// `InputDot; Check; Builtin(C, 0); Emit` at `i` with no jump into it: `${input.name?c}`.
+fn input_c(p: &Program, refs: &[u32], i: usize) -> Option<Piece> {
+    use crate::template::vm::builtins::Bi;
+    match p.code.get(i..i + 4)? {
+        &[Instr::InputDot(k, dot_dbg), Instr::Check(check_dbg), Instr::Builtin(Bi::C, 0, bi_dbg), Instr::Emit(emit_dbg)]
+            if refs[i + 1..i + 4].iter().all(|&r| r == 0) =>
+        {
+            Some(Piece::InputC {
+                k,
+                dot_dbg,
+                check_dbg,
+                bi_dbg,
+                emit_dbg,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The instructions a run step starting at `i` spans: 1 for a piece instruction, 4 for
+/// `${input.name?c}`, 0 for anything else.
+fn unit(p: &Program, refs: &[u32], i: usize) -> usize {
+    if is_piece(&p.code[i]) {
+        1
+    } else if input_c(p, refs, i).is_some() {
+        4
+    } else {
+        0
+    }
+}
+
+/// Two or more `Text` / `EmitLocalDot` / `EmitInputDot` / `${input.name?c}` in a row (or one
+/// `${input.name?c}`), with no jump into the middle → `Run`.
 fn fuse_runs(p: &mut Program, refs: &[u32], i: usize) -> Option<(usize, Option<Instr>)> {
-    if !is_piece(&p.code[i]) {
+    let first = unit(p, refs, i);
+    if first == 0 {
         return None;
     }
-    let mut n = 1;
-    while i + n < p.code.len() && is_piece(&p.code[i + n]) && refs[i + n] == 0 {
-        n += 1;
+    let mut units = vec![(i, first)];
+    let mut n = first;
+    while i + n < p.code.len() && refs[i + n] == 0 {
+        let u = unit(p, refs, i + n);
+        if u == 0 {
+            break;
+        }
+        units.push((i + n, u));
+        n += u;
     }
-    if n < 2 {
+    if units.len() < 2 && first == 1 {
         return None;
     }
     let start = p.pieces.len();
-    for k in i..i + n {
-        let ins = p.code[k];
-        let next = piece(p, ins)?;
+    for (k, len) in units {
+        let next = if len == 4 {
+            input_c(p, refs, k)?
+        } else {
+            let ins = p.code[k];
+            piece(p, ins)?
+        };
         // Texts that are neighbours in the pool (white-space stripping splits them) merge.
         if p.pieces.len() > start {
             if let (Some(Piece::Text(_, e)), Piece::Text(s2, e2)) = (p.pieces.last_mut(), next) {
@@ -432,6 +474,32 @@ mod tests {
                 assert_eq!(std::str::from_utf8(&out).expect("utf-8"), want, "{src}");
             }
         }
+    }
+
+    #[test]
+    fn input_c_is_a_piece_with_the_builtins_results_and_errors() {
+        let code = ops("a${input.b?c}b${input.n?c}");
+        assert_eq!(code.len(), 2, "one Run and Ret: {code:?}");
+        let render = |src: &str| {
+            let t = crate::template::Template::compile("t", src, &Default::default())
+                .expect("compiles");
+            let mut json = br#"{"b":false,"n":12,"d":1.50,"big":12345678901,"s":"x"}"#.to_vec();
+            let tape = simd_json::to_tape(&mut json).expect("json");
+            let mut out = bytes::BytesMut::new();
+            t.render(&mut Default::default(), tape.as_value(), &mut out)
+                .map(|()| String::from_utf8_lossy(&out).into_owned())
+                .map_err(|e| (e.line, e.column, e.message))
+        };
+        assert_eq!(
+            render("${input.b?c},${input.n?c},${input.d?c},${input.big?c}").as_deref(),
+            Ok("false,12,1.5,12345678901")
+        );
+        let (line, col, msg) = render("x ${input.s?c}").expect_err("?c of a string");
+        assert_eq!((line, col), (1, 5), "{msg}");
+        assert!(msg.contains("number or boolean"), "{msg}");
+        let (_, col, msg) = render("${input.zz?c}").expect_err("missing");
+        assert_eq!(col, 3, "{msg}");
+        assert!(msg.contains("input.zz"), "{msg}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn fail(dbg: u32, message: impl Into<String>) -> VmError {
 /// Limits of one render.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Instructions.
+    /// Fuel: an upper bound of the instructions run (see [`Vm::exec`]).
     pub fuel: u64,
     /// Output bytes.
     pub max_output: usize,
@@ -1996,6 +1996,13 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.input_dot(k, dbg)?;
                     self.write_interp_fast(v, dbg, p.html_output)?;
                 }
+                Piece::InputC {
+                    k,
+                    dot_dbg,
+                    check_dbg,
+                    bi_dbg,
+                    emit_dbg,
+                } => self.input_c(k, [dot_dbg, check_dbg, bi_dbg, emit_dbg], ctx)?,
             }
         }
         Ok(())
@@ -2009,6 +2016,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         obj: &simd_json::tape::Object<'a, 'a>,
         s: u32,
         e: u32,
+        ctx: &Ctx<'_>,
     ) -> VResult<()> {
         let p = self.p;
         let text = p.text.as_bytes();
@@ -2028,9 +2036,51 @@ impl<'a, 'o> Vm<'a, 'o> {
                     let v = self.input_dot(k, dbg)?;
                     self.write_interp_fast(v, dbg, p.html_output)?;
                 }
+                Piece::InputC {
+                    k,
+                    dot_dbg,
+                    check_dbg,
+                    bi_dbg,
+                    emit_dbg,
+                } => self.input_c(k, [dot_dbg, check_dbg, bi_dbg, emit_dbg], ctx)?,
             }
         }
         Ok(())
+    }
+
+    /// `${input.name?c}` as its `InputDot; Check; Builtin(C); Emit` instructions (debug
+    /// entries in that order): booleans and numbers are written directly, anything else goes
+    /// through the built-in.
+    #[inline(always)]
+    fn input_c(&mut self, k: u32, dbg: [u32; 4], ctx: &Ctx<'_>) -> VResult<()> {
+        let v = self.input_dot(k, dbg[0])?;
+        if !self.p.html_output {
+            match v {
+                Value::Bool(b) => {
+                    self.out
+                        .extend_from_slice(if b { b"true" } else { b"false" });
+                    return Ok(());
+                }
+                Value::Num(n) => {
+                    n.write_c(self.out);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        self.input_c_slow(v, dbg, ctx)
+    }
+
+    #[inline(never)]
+    fn input_c_slow(&mut self, v: Value<'a>, dbg: [u32; 4], ctx: &Ctx<'_>) -> VResult<()> {
+        if v.is_missing() {
+            return Err(self.missing_error(dbg[1]));
+        }
+        self.stack.push(v);
+        builtins::apply(self, builtins::Bi::C, 0, dbg[2], ctx.base, ctx.loop_base)?;
+        self.check_pools()?;
+        let r = self.pop();
+        self.write_interp(r, dbg[3], self.p.html_output)
     }
 
     /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
@@ -2063,7 +2113,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                 left -= 1;
                 self.charge(cost)?;
                 match v.as_object() {
-                    Some(o) if it.direct => self.item_pieces(&o, it.middle.0, it.middle.1)?,
+                    Some(o) if it.direct => self.item_pieces(&o, it.middle.0, it.middle.1, ctx)?,
                     _ => {
                         self.locals[ai] = Value::from_tape(v);
                         self.pieces(it.middle.0, it.middle.1, ctx)?;
