@@ -2108,10 +2108,48 @@ impl<'a, 'o> Vm<'a, 'o> {
             let LoopSrc::Arr(items) = std::mem::replace(st, done).src else {
                 return Ok(());
             };
+            // The whole loop's fuel up front (the array's length is known).
+            self.charge(cost.saturating_mul(len))?;
+            let p = self.p;
+            let (join, tail) = (
+                &text[it.join.0 as usize..it.join.1 as usize],
+                &text[it.tail.0 as usize..it.tail.1 as usize],
+            );
             let mut left = len;
+            // The cohort shape: the body is one `${item.name}` between texts.
+            if let (
+                true,
+                [Piece::LocalDot {
+                    name_start,
+                    name_end,
+                    dbg,
+                    ..
+                }],
+            ) = (
+                it.direct,
+                &p.pieces[it.middle.0 as usize..it.middle.1 as usize],
+            ) {
+                let name = &text[*name_start as usize..*name_end as usize];
+                for v in items.take(len) {
+                    left -= 1;
+                    match v.as_object() {
+                        Some(o) => {
+                            let field = json_get(&o, name);
+                            self.write_interp_fast(field, *dbg, p.html_output)?;
+                        }
+                        None => {
+                            self.locals[ai] = Value::from_tape(v);
+                            self.pieces(it.middle.0, it.middle.1, ctx)?;
+                        }
+                    }
+                    self.out
+                        .extend_from_slice(if left > 0 { join } else { tail });
+                    self.check_output()?;
+                }
+                return Ok(());
+            }
             for v in items.take(len) {
                 left -= 1;
-                self.charge(cost)?;
                 match v.as_object() {
                     Some(o) if it.direct => self.item_pieces(&o, it.middle.0, it.middle.1, ctx)?,
                     _ => {
@@ -2119,8 +2157,8 @@ impl<'a, 'o> Vm<'a, 'o> {
                         self.pieces(it.middle.0, it.middle.1, ctx)?;
                     }
                 }
-                let (s, e) = if left > 0 { it.join } else { it.tail };
-                self.out.extend_from_slice(&text[s as usize..e as usize]);
+                self.out
+                    .extend_from_slice(if left > 0 { join } else { tail });
                 self.check_output()?;
             }
             return Ok(());
