@@ -502,15 +502,23 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ formatting
 
-    /// [`Vm::write_interp`] with the common case (a borrowed string outside HTML output)
-    /// inlined into the caller.
+    /// [`Vm::write_interp`] with the common cases (a borrowed string outside HTML output, a
+    /// boolean) inlined into the caller.
     #[inline(always)]
     fn write_interp_fast(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
-        if let (Value::Str(s), false) = (v, html) {
-            self.out.extend_from_slice(s.as_bytes());
-            return Ok(());
+        match (v, html) {
+            (Value::Str(s), false) => self.out.extend_from_slice(s.as_bytes()),
+            (Value::Bool(b), _) => {
+                let text = if b {
+                    &self.settings.boolean_true
+                } else {
+                    &self.settings.boolean_false
+                };
+                self.out.extend_from_slice(text.as_bytes());
+            }
+            _ => return self.write_interp(v, dbg, html),
         }
-        self.write_interp(v, dbg, html)
+        Ok(())
     }
 
     /// Writes a scalar as an interpolation does.
