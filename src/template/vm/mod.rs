@@ -22,10 +22,6 @@ use value::{Method, Range, Value};
 /// Deepest macro/function call nesting before a render fails.
 const MAX_DEPTH: u32 = 32;
 
-/// Templates reading more distinct `input.name`s than this resolve them all in one pass over
-/// the input object; fewer are searched one by one, on first use.
-const SCAN_INPUT_NAMES: usize = 8;
-
 /// An internal render failure: the message and the debug entry of the blamed expression.
 #[derive(Debug)]
 pub struct VmError {
@@ -219,31 +215,15 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     #[inline(never)]
     fn input_dot_search(&mut self, k: usize, dbg: u32) -> VResult<Value<'a>> {
-        let p = self.p;
-        if let (Value::Json(j), true) = (self.input, k < 64) {
-            if let Some(o) = j.as_object() {
-                // Many names: one pass resolves them all. Few (payload templates): one
-                // index-based search each (simd-json's `Object::get`, cheaper per key than
-                // iterating) costs less than walking to the last wanted key.
-                if p.input_keys.len() > SCAN_INPUT_NAMES {
-                    if self.input_filled == 0 {
-                        self.scan_input(&o);
-                    }
+        if self.input_filled == 0 && k < 64 {
+            if let Value::Json(j) = self.input {
+                if let Some(o) = j.as_object() {
+                    self.scan_input(&o);
                     return Ok(self.input_cache.get(k).copied().unwrap_or(Value::Missing));
-                }
-                if let Some(name) = p.input_keys.get(k) {
-                    let v = o
-                        .get(name.as_str())
-                        .map_or(Value::Missing, Value::from_tape);
-                    if self.input_cache.len() <= k {
-                        self.input_cache.resize(k + 1, Value::Missing);
-                    }
-                    self.input_cache[k] = v;
-                    self.input_filled |= 1 << k;
-                    return Ok(v);
                 }
             }
         }
+        let p = self.p;
         let Some(name) = p.input_keys.get(k) else {
             return Err(fail(dbg, "internal error: bad input key"));
         };
