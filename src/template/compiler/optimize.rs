@@ -9,7 +9,8 @@
 //!   `LoopVar(l, IsLast) [Check] JumpIf(true, t)` become `JumpIfLast(l, t)`.
 //! - `JumpIfLast(l, t) [Text(sep)] LoopAgain(l, ...)` with `t` at the `LoopAgain` (a `#sep`
 //!   or `<#if x?has_next>` of plain text at the end of a loop body) becomes `SepAgain`.
-//! - Runs of two or more `Text` / `EmitLocalDot` / `EmitInputDot` become one `Run`.
+//! - Runs of two or more `Text` / `EmitLocalDot` / `EmitInputDot` become one `Run`, and so does
+//!   `${input.name?c}` (`InputDot; Check; Builtin(C); Emit`), alone or within such a run.
 //! - A loop whose body is one such run (or one of those instructions) and ends in `SepAgain`
 //!   or `LoopAgain` becomes one `ListRun`: the whole `#list` in one dispatch.
 

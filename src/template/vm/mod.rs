@@ -2092,7 +2092,8 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 
     /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
-    /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body.
+    /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body
+    /// (a JSON array: all items up front, its length being known).
     #[inline(never)]
     fn list_run(&mut self, it: &ItemLoop, ctx: &Ctx<'_>) -> VResult<()> {
         let text = self.p.text.as_bytes();
