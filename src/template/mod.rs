@@ -25,7 +25,8 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// Escape interpolations inside JSON string literals and validate the output as JSON.
     pub json_mode: bool,
-    /// Instructions one render may execute before it fails.
+    /// Work one render may do before it fails: an upper bound of the instructions it runs
+    /// (charged per code-region entry and per loop iteration, see `docs/templates.md`).
     pub fuel: u64,
     /// Largest output one render may produce, in bytes.
     pub max_output: usize,
@@ -165,18 +166,11 @@ impl Template {
     ) -> Result<(), RenderError> {
         let start = out.len();
         let result = {
-            let mut vm = match vm::Vm::new(
-                &self.program,
-                state,
-                input,
-                out,
-                limits(&self.options),
-                &self.options.settings,
-            ) {
-                Ok(vm) => vm,
-                Err(e) => return Err(render_error(&self.name, &self.program, e)),
+            let mut vm = vm::Vm::new(&self.program, state, input, out, limits(&self.options));
+            let r = match vm.apply_initial(&self.options.settings) {
+                Ok(()) => vm.run_main(),
+                Err(e) => Err(e),
             };
-            let r = vm.run_main();
             vm.finish(state);
             r
         };
@@ -228,17 +222,17 @@ impl Condition {
     /// Evaluates it; a non-boolean result or a missing value is an error.
     pub fn eval(&self, state: &mut RenderState, input: Input<'_, '_>) -> Result<bool, RenderError> {
         let mut sink = BytesMut::new();
-        let mut vm = match vm::Vm::new(
+        let mut vm = vm::Vm::new(
             &self.program,
             state,
             input,
             &mut sink,
             limits(&self.options),
-            &self.options.settings,
-        ) {
-            Ok(vm) => vm,
-            Err(e) => return Err(render_error(&self.name, &self.program, e)),
-        };
+        );
+        if let Err(e) = vm.apply_initial(&self.options.settings) {
+            vm.finish(state);
+            return Err(render_error(&self.name, &self.program, e));
+        }
         let r = vm.run_expr();
         let out = match r {
             Ok(vm::value::Value::Bool(b)) => Ok(b),

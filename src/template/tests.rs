@@ -449,3 +449,18 @@ fn regressions_found_by_differential_testing() {
         render_err(src, "{}");
     }
 }
+
+#[test]
+fn input_names_resolve_in_one_pass_with_the_first_duplicate_winning() {
+    let json = r#"{"a":"1","b":"2","dup":"first","c":"3","d":"4","e":"5","dup":"second","f":"6","g":"7","h":"8","i":"9"}"#;
+    assert_eq!(
+        render("${input.dup}${input.a}${input.zz!'-'}", json),
+        "first1-"
+    );
+    let many = "${input.a}${input.b}${input.c}${input.d}${input.e}${input.f}${input.g}\
+                ${input.h}${input.i}${input.dup}${input.zz!'-'}";
+    assert_eq!(render(many, json), "123456789first-");
+    // A non-object input: the names are looked up as FreeMarker would (missing, or an error).
+    assert_eq!(render("${input.a!'none'}", "[1]"), "none");
+    assert!(render_err("${input.a}", "\"s\"").contains("input"));
+}

@@ -100,6 +100,7 @@ pub fn generate(
     g.collect(root);
     g.body(&root.children)?;
     g.emit(Instr::Ret);
+    g.p.main_end = g.here();
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
     g.compile_macros(root)?;
@@ -112,6 +113,7 @@ pub fn generate_expr(e: &Expr, src: &str) -> GResult<Program> {
     let mut g = Gen::new(src);
     g.value(e)?;
     g.emit(Instr::Ret);
+    g.p.main_end = g.here();
     g.p.main_slots = g.frame.slots;
     g.p.main_loops = g.frame.loops;
     g.p.index_input_keys();
@@ -246,6 +248,7 @@ impl<'s> Gen<'s> {
                     loops: 0,
                     params: Vec::new(),
                     function: false,
+                    end: 0,
                 });
             }
             _ => {}
@@ -349,8 +352,10 @@ impl<'s> Gen<'s> {
             } else {
                 self.emit(Instr::Ret);
             }
+            let end = self.here();
             let info = &mut self.p.macros[idx as usize];
             info.pc = pc;
+            info.end = end;
             info.slots = self.frame.slots;
             info.loops = self.frame.loops;
             info.params = params.iter().map(|p| p.name.clone()).collect();
@@ -848,6 +853,7 @@ impl<'s> Gen<'s> {
             arg_params,
             unknown_arg,
             body: None,
+            body_end: 0,
             dbg: d,
         });
         self.emit(Instr::CallMacro(mac, site));
@@ -872,6 +878,7 @@ impl<'s> Gen<'s> {
             let h = self.here();
             self.patch(skip, h);
             self.p.sites[site as usize].body = Some((pc, slots));
+            self.p.sites[site as usize].body_end = h;
         }
         Ok(())
     }
@@ -1128,7 +1135,11 @@ impl<'s> Gen<'s> {
             ExprKind::Lambda(param, body) => {
                 let slot = self.frame.slot();
                 let idx = self.p.lambdas.len() as u32;
-                self.p.lambdas.push(LambdaInfo { pc: 0, slot });
+                self.p.lambdas.push(LambdaInfo {
+                    pc: 0,
+                    slot,
+                    end: 0,
+                });
                 self.emit(Instr::Lambda(idx));
                 let skip = self.emit(Instr::Jump(0));
                 let pc = self.here();
@@ -1141,6 +1152,7 @@ impl<'s> Gen<'s> {
                 let h = self.here();
                 self.patch(skip, h);
                 self.p.lambdas[idx as usize].pc = pc;
+                self.p.lambdas[idx as usize].end = h;
             }
             _ => self.value(e)?,
         }

@@ -167,6 +167,97 @@ pub enum Instr {
     CaseEq(u32, u32),
     /// Stops rendering successfully (`#stop`).
     Stop,
+    /// Superinstruction: runs pieces `start..end` of [`Program::pieces`] (static text and
+    /// `${local.name}` / `${input.name}` interpolations) in one dispatch. Made by the optimizer
+    /// from straight-line runs of `Text`/`EmitLocalDot`/`EmitInputDot`.
+    Run(u32, u32),
+    /// Superinstruction: the tail of a loop body with a plain-text separator,
+    /// `JumpIfLast; Text(sep); LoopAgain`. Runs [`Program::tails`]`[i]`: when the loop has
+    /// another item it writes the separator, advances and jumps back to the body; otherwise it
+    /// advances (ending the loop) and falls through.
+    SepAgain(u32),
+    /// Superinstruction: a whole `#list` whose body is straight-line text and `${x.name}`
+    /// interpolations (`LoopNext; Run; SepAgain` or `LoopNext; Run; LoopAgain`). Runs every
+    /// remaining item of the loop of [`Program::item_loops`]`[i]` in one dispatch, then falls
+    /// through.
+    ListRun(u32),
+}
+
+/// One step of a [`Instr::Run`].
+#[derive(Debug, Clone, Copy)]
+pub enum Piece {
+    /// Appends `text[start..end]` of the text pool.
+    Text(u32, u32),
+    /// `${local.name}` as `EmitLocalDot`: local slot, the name as a range of the text pool,
+    /// the receiver's debug entry and the interpolation's.
+    LocalDot {
+        /// Local slot of the receiver.
+        slot: u32,
+        /// Start of the name in the text pool.
+        name_start: u32,
+        /// End of the name in the text pool.
+        name_end: u32,
+        /// Debug entry blamed when the receiver is missing.
+        rdbg: u32,
+        /// Debug entry of the interpolation.
+        dbg: u32,
+    },
+    /// `${input.name}` as `EmitInputDot`: index into [`Program::input_keys`] and debug entry.
+    InputDot(u32, u32),
+    /// `${input.name?c}`, as `InputDot; Check; Builtin(C); Emit` (payload templates print
+    /// booleans and numbers this way).
+    InputC {
+        /// Index into [`Program::input_keys`].
+        k: u32,
+        /// Debug entry of the `InputDot`.
+        dot_dbg: u32,
+        /// Debug entry of the `Check` (blamed when the value is missing).
+        check_dbg: u32,
+        /// Debug entry of the `?c`.
+        bi_dbg: u32,
+        /// Debug entry of the interpolation.
+        emit_dbg: u32,
+    },
+}
+
+/// The operands of one [`Instr::ListRun`]. The body's pieces are rotated so that static text
+/// is written with as few copies as possible: `head` once before the first item, then per item
+/// the `middle` pieces followed by `join` (the body's last text, the separator and the body's
+/// first text, pre-joined in the text pool) when another item follows, else `tail`.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemLoop {
+    /// Loop slot of the frame.
+    pub lp: u32,
+    /// Local slot of the item (or key).
+    pub a: u32,
+    /// Local slot of the value in hash listing, or `u32::MAX`.
+    pub b: u32,
+    /// Text written once, before the first item (a range of the text pool).
+    pub head: (u32, u32),
+    /// The pieces run for every item (a range of [`Program::pieces`]).
+    pub middle: (u32, u32),
+    /// Text written after an item that has a successor.
+    pub join: (u32, u32),
+    /// Text written after the last item.
+    pub tail: (u32, u32),
+    /// Every `LocalDot` piece reads the item (slot `a`) and there is no value slot: an item
+    /// that is a JSON object can be read from the tape without going through its local slot.
+    pub direct: bool,
+}
+
+/// The operands of one [`Instr::SepAgain`].
+#[derive(Debug, Clone, Copy)]
+pub struct LoopTail {
+    /// Loop slot of the frame.
+    pub lp: u32,
+    /// Local slot of the item (or key).
+    pub a: u32,
+    /// Local slot of the value in hash listing, or `u32::MAX`.
+    pub b: u32,
+    /// First instruction of the body (where the next iteration starts).
+    pub body: u32,
+    /// The separator text: a range of the text pool.
+    pub sep: (u32, u32),
 }
 
 /// A constant.
@@ -206,6 +297,8 @@ pub struct MacroInfo {
     pub params: Vec<String>,
     /// `#function` (returns a value) rather than `#macro`.
     pub function: bool,
+    /// One past its last instruction (a call charges `end - pc` fuel).
+    pub end: u32,
 }
 
 /// A `<@macro ...>` call site.
@@ -217,6 +310,8 @@ pub struct CallSite {
     pub unknown_arg: Option<String>,
     /// Nested content: first instruction, and the caller-frame slots of its loop variables.
     pub body: Option<(u32, Vec<u32>)>,
+    /// One past the last instruction of the nested content.
+    pub body_end: u32,
     /// The call's position (for errors about the call).
     pub dbg: u32,
 }
@@ -228,6 +323,8 @@ pub struct LambdaInfo {
     pub pc: u32,
     /// Local slot of the parameter.
     pub slot: u32,
+    /// One past the body's last instruction.
+    pub end: u32,
 }
 
 /// A compiled template.
@@ -247,6 +344,8 @@ pub struct Program {
     pub sites: Vec<CallSite>,
     /// Lambdas.
     pub lambdas: Vec<LambdaInfo>,
+    /// One past the main template's last instruction (its `Ret`).
+    pub main_end: u32,
     /// Local slots of the main frame.
     pub main_slots: u32,
     /// Loop slots of the main frame.
@@ -262,6 +361,16 @@ pub struct Program {
     /// The variable the rendered value is bound to: `input`, or another name given to
     /// `compile_template_bound` (batch templates bind the list of events to `inputs`).
     pub input_name: String,
+    /// For each length `n` below 63 (and 63 for longer names), the bit set of the first 64
+    /// `input_keys` that are `n` bytes long: one pass over the input object compares each key
+    /// only with the names of its length.
+    pub input_key_lens: Vec<u64>,
+    /// The steps of every [`Instr::Run`].
+    pub pieces: Vec<Piece>,
+    /// The operands of every [`Instr::SepAgain`].
+    pub tails: Vec<LoopTail>,
+    /// The operands of every [`Instr::ListRun`].
+    pub item_loops: Vec<ItemLoop>,
 }
 
 impl Program {
@@ -290,6 +399,10 @@ impl Program {
             } else {
                 Instr::InputDot(k, dbg)
             };
+        }
+        self.input_key_lens = vec![0; 64];
+        for (k, name) in self.input_keys.iter().take(64).enumerate() {
+            self.input_key_lens[name.len().min(63)] |= 1 << k;
         }
     }
 }

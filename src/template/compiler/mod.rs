@@ -1,10 +1,12 @@
 //! The compiler half of the engine: [`lexer`] → [`parser`] (element tree, [`ast`]) →
-//! [`whitespace`] stripping → [`codegen`] into the flat bytecode of [`instr`].
+//! [`whitespace`] stripping → [`codegen`] into the flat bytecode of [`instr`] → [`optimize`]
+//! (superinstructions for the hot sequences).
 
 pub mod ast;
 pub mod codegen;
 pub mod instr;
 pub mod lexer;
+pub mod optimize;
 pub mod parser;
 pub mod whitespace;
 
@@ -76,8 +78,10 @@ pub fn compile_template_bound(
     let (mut root, header) =
         parser::parse_template(source).map_err(|e| error_at(name, source, e.at, e.message))?;
     whitespace::strip(&mut root, header.strip_whitespace);
-    codegen::generate(&root, source, header.html_output, json_mode, input_name)
-        .map_err(|e| error_at(name, source, e.pos.offset as usize, e.message))
+    let mut program = codegen::generate(&root, source, header.html_output, json_mode, input_name)
+        .map_err(|e| error_at(name, source, e.pos.offset as usize, e.message))?;
+    optimize::optimize(&mut program);
+    Ok(program)
 }
 
 /// Compiles a standalone boolean expression (destination filters).

@@ -1,6 +1,7 @@
 //! The VM: runs a compiled [`Program`] over an input, appending to the caller's buffer. A flat
 //! dispatch loop over instructions; macro and function calls recurse (bounded depth). Fuel is
-//! charged per instruction and the output size is capped, so hostile templates fail cleanly.
+//! charged per code-region entry and per loop iteration (an upper bound of the instructions
+//! run, see [`Vm::exec`]) and the output size is capped, so hostile templates fail cleanly.
 
 pub mod builtins;
 pub mod state;
@@ -46,7 +47,7 @@ fn fail(dbg: u32, message: impl Into<String>) -> VmError {
 /// Limits of one render.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Instructions.
+    /// Fuel: an upper bound of the instructions run (see [`Vm::exec`]).
     pub fuel: u64,
     /// Output bytes.
     pub max_output: usize,
@@ -54,7 +55,8 @@ pub struct Limits {
 
 /// Settings that `#setting` can change during a render.
 pub struct Settings<'a> {
-    number_format: Option<NumberFormat>,
+    /// Boxed: a `NumberFormat` is hundreds of bytes, and the VM struct is built per render.
+    number_format: Option<Box<NumberFormat>>,
     boolean_true: Cow<'a, str>,
     boolean_false: Cow<'a, str>,
     datetime_format: Cow<'a, str>,
@@ -140,15 +142,17 @@ pub struct Vm<'a, 'o> {
 }
 
 impl<'a, 'o> Vm<'a, 'o> {
-    /// Prepares a render, borrowing the reusable buffers of `state`.
+    /// Prepares a render, borrowing the reusable buffers of `state`, and applies the
+    /// template's initial settings. Built in place (inlined, infallible construction) so the
+    /// large VM struct is not copied around per render.
+    #[inline(always)]
     pub fn new(
         p: &'a Program,
         state: &mut RenderState,
         input: TapeValue<'a, 'a>,
         out: &'o mut BytesMut,
         limits: Limits,
-        initial: &'a [(String, String)],
-    ) -> VResult<Vm<'a, 'o>> {
+    ) -> Vm<'a, 'o> {
         let out_start = out.len();
         let mut vm = Vm {
             p,
@@ -185,10 +189,15 @@ impl<'a, 'o> Vm<'a, 'o> {
         vm.scratch.clear();
         vm.globals.resize(p.globals.len(), Value::Missing);
         vm.input_cache.clear();
+        vm
+    }
+
+    /// Applies the settings a template was compiled with (before it runs).
+    pub fn apply_initial(&mut self, initial: &'a [(String, String)]) -> VResult<()> {
         for (name, value) in initial {
-            vm.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
+            self.apply_setting(name, Cow::Borrowed(value.as_str()), u32::MAX)?;
         }
-        Ok(vm)
+        Ok(())
     }
 
     /// `input.<Program::input_keys[k]>`, searched once per render and then served from
@@ -206,6 +215,14 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     #[inline(never)]
     fn input_dot_search(&mut self, k: usize, dbg: u32) -> VResult<Value<'a>> {
+        if self.input_filled == 0 && k < 64 {
+            if let Value::Json(j) = self.input {
+                if let Some(o) = j.as_object() {
+                    self.scan_input(&o);
+                    return Ok(self.input_cache.get(k).copied().unwrap_or(Value::Missing));
+                }
+            }
+        }
         let p = self.p;
         let Some(name) = p.input_keys.get(k) else {
             return Err(fail(dbg, "internal error: bad input key"));
@@ -221,18 +238,49 @@ impl<'a, 'o> Vm<'a, 'o> {
         Ok(v)
     }
 
+    /// Resolves the first 64 `input_keys` in one pass over the input object (the first entry
+    /// of each name wins, as in [`json_get`]), instead of one search from the start per name.
+    /// Keys whose length no wanted name has are skipped after one bit test.
+    fn scan_input(&mut self, o: &simd_json::tape::Object<'a, 'a>) {
+        let p = self.p;
+        let names = &p.input_keys[..p.input_keys.len().min(64)];
+        let n = names.len();
+        self.input_cache.clear();
+        self.input_cache.resize(n, Value::Missing);
+        let all: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut todo = all;
+        for (key, v) in o.iter() {
+            let kb = key.as_bytes();
+            let same_length = p.input_key_lens.get(kb.len().min(63)).copied();
+            let mut bits = same_length.unwrap_or(all) & todo;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if key_eq(kb, names[j].as_bytes()) {
+                    self.input_cache[j] = Value::from_tape(v);
+                    todo &= !(1u64 << j);
+                }
+            }
+            if todo == 0 {
+                break;
+            }
+        }
+        self.input_filled = all;
+    }
+
     /// Gives the buffers back to `state` for the next render.
-    pub fn finish(self, state: &mut RenderState) {
-        state.put_values(self.input_cache);
-        state.put_values(self.stack);
-        state.put_values(self.locals);
-        state.put_values(self.globals);
-        state.put_values(self.seqs);
-        state.put_pairs(self.hashes);
-        state.put_loops(self.loops);
-        state.marks = self.marks;
-        state.arena = self.arena;
-        state.scratch = self.scratch;
+    pub fn finish(&mut self, state: &mut RenderState) {
+        use std::mem::take;
+        state.put_values(take(&mut self.input_cache));
+        state.put_values(take(&mut self.stack));
+        state.put_values(take(&mut self.locals));
+        state.put_values(take(&mut self.globals));
+        state.put_values(take(&mut self.seqs));
+        state.put_pairs(take(&mut self.hashes));
+        state.put_loops(take(&mut self.loops));
+        state.marks = take(&mut self.marks);
+        state.arena = take(&mut self.arena);
+        state.scratch = take(&mut self.scratch);
     }
 
     /// Runs the main template.
@@ -247,7 +295,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             site: None,
             call_dbg: u32::MAX,
         };
-        match self.exec(0, &ctx) {
+        match self.exec(0, self.p.main_end, &ctx) {
             Ok(()) => Ok(()),
             Err(e) if e.stop => Ok(()),
             Err(e) => Err(e),
@@ -266,7 +314,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             site: None,
             call_dbg: u32::MAX,
         };
-        self.exec(0, &ctx)?;
+        self.exec(0, self.p.main_end, &ctx)?;
         Ok(self.stack.pop().unwrap_or(Value::Missing))
     }
 
@@ -405,7 +453,9 @@ impl<'a, 'o> Vm<'a, 'o> {
                 self.settings.number_format = if value == "computer" {
                     None
                 } else {
-                    Some(NumberFormat::new(&value).map_err(|e| fail(dbg, e.to_string()))?)
+                    Some(Box::new(
+                        NumberFormat::new(&value).map_err(|e| fail(dbg, e.to_string()))?,
+                    ))
                 };
             }
             "boolean_format" => {
@@ -452,15 +502,23 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ formatting
 
-    /// [`Vm::write_interp`] with the common case (a borrowed string outside HTML output)
-    /// inlined into the caller.
+    /// [`Vm::write_interp`] with the common cases (a borrowed string outside HTML output, a
+    /// boolean) inlined into the caller.
     #[inline(always)]
     fn write_interp_fast(&mut self, v: Value<'a>, dbg: u32, html: bool) -> VResult<()> {
-        if let (Value::Str(s), false) = (v, html) {
-            self.out.extend_from_slice(s.as_bytes());
-            return Ok(());
+        match (v, html) {
+            (Value::Str(s), false) => self.out.extend_from_slice(s.as_bytes()),
+            (Value::Bool(b), _) => {
+                let text = if b {
+                    &self.settings.boolean_true
+                } else {
+                    &self.settings.boolean_false
+                };
+                self.out.extend_from_slice(text.as_bytes());
+            }
+            _ => return self.write_interp(v, dbg, html),
         }
-        self.write_interp(v, dbg, html)
+        Ok(())
     }
 
     /// Writes a scalar as an interpolation does.
@@ -589,7 +647,7 @@ impl<'a, 'o> Vm<'a, 'o> {
     fn dot_fast(&mut self, recv: Value<'a>, name: &'a str, dbg: u32) -> VResult<Value<'a>> {
         if let Value::Json(j) = recv {
             if let Some(o) = j.as_object() {
-                return Ok(json_get(&o, name));
+                return Ok(json_get(&o, name.as_bytes()));
             }
         }
         self.dot(recv, name, dbg)
@@ -601,7 +659,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             Value::Missing | Value::Empty => Value::Missing,
             Value::Json(v) => {
                 if let Some(obj) = v.as_object() {
-                    json_get(&obj, name)
+                    json_get(&obj, name.as_bytes())
                 } else {
                     match name {
                         "iterator" => Value::Method(Method::Iterator, Some(v)),
@@ -1228,7 +1286,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             self.locals[base + i] = self.stack[from + i];
         }
         self.stack.truncate(from);
-        let pc = info.pc;
+        let (pc, end) = (info.pc, info.end);
         let loop_base = self.reserve_loops(info.loops as usize);
         let new = Ctx {
             base,
@@ -1241,7 +1299,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         let stack_before = self.stack.len();
         // What a function body prints is discarded, as in FreeMarker.
         let out_mark = self.out.len();
-        let r = self.exec(pc as usize, &new);
+        let r = self.exec(pc as usize, end, &new);
         self.out.truncate(out_mark);
         self.depth -= 1;
         self.locals.truncate(base);
@@ -1297,7 +1355,7 @@ impl<'a, 'o> Vm<'a, 'o> {
             call_dbg: dbg,
         };
         self.depth += 1;
-        let r = self.exec(info.pc as usize, &new);
+        let r = self.exec(info.pc as usize, info.end, &new);
         self.depth -= 1;
         self.locals.truncate(base);
         self.loops.truncate(loop_base);
@@ -1334,7 +1392,7 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
         self.depth += 1;
         let before = self.stack.len();
-        let r = self.exec(info.pc as usize, &ctx);
+        let r = self.exec(info.pc as usize, info.end, &ctx);
         self.depth -= 1;
         r?;
         let v = if self.stack.len() > before {
@@ -1397,17 +1455,32 @@ impl<'a, 'o> Vm<'a, 'o> {
 
     // ------------------------------------------------------------ the loop
 
-    fn exec(&mut self, mut pc: usize, ctx: &Ctx<'_>) -> VResult<()> {
+    /// Takes `n` units of fuel, or fails when the budget is spent.
+    #[inline(always)]
+    fn charge(&mut self, n: usize) -> VResult<()> {
+        match self.fuel.checked_sub(n as u64) {
+            Some(left) => {
+                self.fuel = left;
+                Ok(())
+            }
+            None => Err(out_of_fuel()),
+        }
+    }
+
+    /// Runs the code region `pc..end` (the main template, a macro or function body, a nested
+    /// body or a lambda) until its `Ret`.
+    ///
+    /// Fuel is charged per region entry and per loop iteration rather than per instruction,
+    /// yet it still bounds the instructions executed: entering charges the region's length
+    /// (straight-line code runs each instruction at most once), and every backward jump from
+    /// `j` to `t` charges `j - t + 1`, the instructions it may run again. An instruction runs
+    /// at most once plus once per backward jump over it, so the total never exceeds the fuel
+    /// charged.
+    fn exec(&mut self, mut pc: usize, end: u32, ctx: &Ctx<'_>) -> VResult<()> {
         let p = self.p;
         let code = &p.code[..];
+        self.charge((end as usize).saturating_sub(pc).max(1))?;
         loop {
-            if self.fuel == 0 {
-                return Err(fail(
-                    u32::MAX,
-                    "The template ran out of fuel (instruction budget exceeded)",
-                ));
-            }
-            self.fuel -= 1;
             let Some(&ins) = code.get(pc) else {
                 return Ok(());
             };
@@ -1646,7 +1719,12 @@ impl<'a, 'o> Vm<'a, 'o> {
                         ));
                     }
                 }
-                Instr::Jump(t) => pc = t as usize,
+                Instr::Jump(t) => {
+                    if (t as usize) < pc {
+                        self.charge(pc - t as usize)?;
+                    }
+                    pc = t as usize;
+                }
                 Instr::MakeRange(kind, dbg) => {
                     let r = self.make_range(kind, dbg)?;
                     self.stack.push(r);
@@ -1712,9 +1790,27 @@ impl<'a, 'o> Vm<'a, 'o> {
                 Instr::LoopAgain(l, a, b, body) => {
                     let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
                     if self.loop_next(li, ai, b, ctx.base) {
+                        self.charge(pc.saturating_sub(body as usize))?;
                         pc = body as usize;
                     }
                 }
+                Instr::SepAgain(i) => {
+                    let t = &p.tails[i as usize];
+                    let li = ctx.loop_base + t.lp as usize;
+                    if self.has_next(li) {
+                        self.out.extend_from_slice(
+                            &p.text.as_bytes()[t.sep.0 as usize..t.sep.1 as usize],
+                        );
+                        self.check_output()?;
+                    }
+                    let ai = ctx.base + t.a as usize;
+                    if self.loop_next(li, ai, t.b, ctx.base) {
+                        self.charge(pc.saturating_sub(t.body as usize))?;
+                        pc = t.body as usize;
+                    }
+                }
+                Instr::Run(s, e) => self.run_pieces(s, e, ctx)?,
+                Instr::ListRun(i) => self.list_run(&p.item_loops[i as usize], ctx)?,
                 Instr::LoopNext(l, a, b, t) => {
                     let (li, ai) = (ctx.loop_base + l as usize, ctx.base + a as usize);
                     if !self.loop_next(li, ai, b, ctx.base) {
@@ -1763,6 +1859,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         self.stack.truncate(self.stack.len() - argc);
                         continue;
                     };
+                    let body_end = p.sites[site as usize].body_end;
                     let body = p.sites[site as usize].body.as_ref();
                     let Some((bpc, slots)) = body else {
                         self.stack.truncate(self.stack.len() - argc);
@@ -1782,7 +1879,7 @@ impl<'a, 'o> Vm<'a, 'o> {
                         return Err(fail(dbg, "Too deep recursion"));
                     }
                     self.depth += 1;
-                    let r = self.exec(*bpc as usize, caller);
+                    let r = self.exec(*bpc as usize, body_end, caller);
                     self.depth -= 1;
                     r?;
                 }
@@ -1864,6 +1961,227 @@ impl<'a, 'o> Vm<'a, 'o> {
         }
     }
 
+    /// Runs pieces `s..e` of [`Program::pieces`] (an [`Instr::Run`]), then checks the output
+    /// cap once (a run's output is bounded by its pieces).
+    #[inline(never)]
+    fn run_pieces(&mut self, s: u32, e: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        self.pieces(s, e, ctx)?;
+        self.check_output()
+    }
+
+    /// Static text and `${x.name}` interpolations, exactly as their `Text` / `EmitLocalDot` /
+    /// `EmitInputDot` instructions would write them.
+    #[inline(always)]
+    fn pieces(&mut self, s: u32, e: u32, ctx: &Ctx<'_>) -> VResult<()> {
+        let p = self.p;
+        let text = p.text.as_bytes();
+        for piece in &p.pieces[s as usize..e as usize] {
+            match *piece {
+                Piece::Text(a, b) => self.out.extend_from_slice(&text[a as usize..b as usize]),
+                Piece::LocalDot {
+                    slot,
+                    name_start,
+                    name_end,
+                    rdbg,
+                    dbg,
+                } => {
+                    let recv = self.locals[ctx.base + slot as usize];
+                    let obj = match recv {
+                        Value::Json(j) => j.as_object(),
+                        Value::Missing => return Err(self.missing_error(rdbg)),
+                        _ => None,
+                    };
+                    let v = match obj {
+                        Some(o) => json_get(&o, &text[name_start as usize..name_end as usize]),
+                        None => {
+                            let name = &p.text[name_start as usize..name_end as usize];
+                            self.dot(recv, name, dbg)?
+                        }
+                    };
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputC {
+                    k,
+                    dot_dbg,
+                    check_dbg,
+                    bi_dbg,
+                    emit_dbg,
+                } => self.input_c(k, [dot_dbg, check_dbg, bi_dbg, emit_dbg], ctx)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Vm::pieces`] for an item loop whose `LocalDot` pieces all read the item `obj`, a JSON
+    /// object (so the receiver can neither be missing nor need the slow `dot`).
+    #[inline(always)]
+    fn item_pieces(
+        &mut self,
+        obj: &simd_json::tape::Object<'a, 'a>,
+        s: u32,
+        e: u32,
+        ctx: &Ctx<'_>,
+    ) -> VResult<()> {
+        let p = self.p;
+        let text = p.text.as_bytes();
+        for piece in &p.pieces[s as usize..e as usize] {
+            match *piece {
+                Piece::Text(a, b) => self.out.extend_from_slice(&text[a as usize..b as usize]),
+                Piece::LocalDot {
+                    name_start,
+                    name_end,
+                    dbg,
+                    ..
+                } => {
+                    let v = json_get(obj, &text[name_start as usize..name_end as usize]);
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputDot(k, dbg) => {
+                    let v = self.input_dot(k, dbg)?;
+                    self.write_interp_fast(v, dbg, p.html_output)?;
+                }
+                Piece::InputC {
+                    k,
+                    dot_dbg,
+                    check_dbg,
+                    bi_dbg,
+                    emit_dbg,
+                } => self.input_c(k, [dot_dbg, check_dbg, bi_dbg, emit_dbg], ctx)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `${input.name?c}` as its `InputDot; Check; Builtin(C); Emit` instructions (debug
+    /// entries in that order): booleans and numbers are written directly, anything else goes
+    /// through the built-in.
+    #[inline(always)]
+    fn input_c(&mut self, k: u32, dbg: [u32; 4], ctx: &Ctx<'_>) -> VResult<()> {
+        let v = self.input_dot(k, dbg[0])?;
+        if !self.p.html_output {
+            match v {
+                Value::Bool(b) => {
+                    self.out
+                        .extend_from_slice(if b { b"true" } else { b"false" });
+                    return Ok(());
+                }
+                Value::Num(n) => {
+                    n.write_c(self.out);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        self.input_c_slow(v, dbg, ctx)
+    }
+
+    #[inline(never)]
+    fn input_c_slow(&mut self, v: Value<'a>, dbg: [u32; 4], ctx: &Ctx<'_>) -> VResult<()> {
+        if v.is_missing() {
+            return Err(self.missing_error(dbg[1]));
+        }
+        self.stack.push(v);
+        builtins::apply(self, builtins::Bi::C, 0, dbg[2], ctx.base, ctx.loop_base)?;
+        self.check_pools()?;
+        let r = self.pop();
+        self.write_interp(r, dbg[3], self.p.html_output)
+    }
+
+    /// Runs the rest of a `#list` fused into an [`ItemLoop`], with the same output and errors
+    /// as its `LoopNext; Run; SepAgain` instructions. Each item charges the fuel of its body
+    /// (a JSON array: all items up front, its length being known).
+    #[inline(never)]
+    fn list_run(&mut self, it: &ItemLoop, ctx: &Ctx<'_>) -> VResult<()> {
+        let text = self.p.text.as_bytes();
+        let li = ctx.loop_base + it.lp as usize;
+        let ai = ctx.base + it.a as usize;
+        let cost = (it.middle.1 - it.middle.0) as usize + 2;
+        if ai >= self.locals.len() || li >= self.loops.len() {
+            return Err(fail(u32::MAX, "internal error: loop slot out of range"));
+        }
+        self.out
+            .extend_from_slice(&text[it.head.0 as usize..it.head.1 as usize]);
+        // The common case, a JSON array listed from its start: iterate the tape directly.
+        let st = &mut self.loops[li];
+        if let (LoopSrc::Arr(_), false, Some(len), u32::MAX) = (&st.src, st.started, st.len, it.b) {
+            let done = LoopState {
+                src: LoopSrc::Pool(0),
+                index: len.saturating_sub(1),
+                len: Some(len),
+                started: true,
+            };
+            let LoopSrc::Arr(items) = std::mem::replace(st, done).src else {
+                return Ok(());
+            };
+            // The whole loop's fuel up front (the array's length is known).
+            self.charge(cost.saturating_mul(len))?;
+            let p = self.p;
+            let (join, tail) = (
+                &text[it.join.0 as usize..it.join.1 as usize],
+                &text[it.tail.0 as usize..it.tail.1 as usize],
+            );
+            let mut left = len;
+            // The cohort shape: the body is one `${item.name}` between texts.
+            if let (
+                true,
+                [Piece::LocalDot {
+                    name_start,
+                    name_end,
+                    dbg,
+                    ..
+                }],
+            ) = (
+                it.direct,
+                &p.pieces[it.middle.0 as usize..it.middle.1 as usize],
+            ) {
+                let name = &text[*name_start as usize..*name_end as usize];
+                for v in items.take(len) {
+                    left -= 1;
+                    match v.as_object() {
+                        Some(o) => {
+                            let field = json_get(&o, name);
+                            self.write_interp_fast(field, *dbg, p.html_output)?;
+                        }
+                        None => {
+                            self.locals[ai] = Value::from_tape(v);
+                            self.pieces(it.middle.0, it.middle.1, ctx)?;
+                        }
+                    }
+                    self.out
+                        .extend_from_slice(if left > 0 { join } else { tail });
+                    self.check_output()?;
+                }
+                return Ok(());
+            }
+            for v in items.take(len) {
+                left -= 1;
+                match v.as_object() {
+                    Some(o) if it.direct => self.item_pieces(&o, it.middle.0, it.middle.1, ctx)?,
+                    _ => {
+                        self.locals[ai] = Value::from_tape(v);
+                        self.pieces(it.middle.0, it.middle.1, ctx)?;
+                    }
+                }
+                self.out
+                    .extend_from_slice(if left > 0 { join } else { tail });
+                self.check_output()?;
+            }
+            return Ok(());
+        }
+        while self.loop_next(li, ai, it.b, ctx.base) {
+            self.charge(cost)?;
+            self.pieces(it.middle.0, it.middle.1, ctx)?;
+            let (s, e) = if self.has_next(li) { it.join } else { it.tail };
+            self.out.extend_from_slice(&text[s as usize..e as usize]);
+            self.check_output()?;
+        }
+        Ok(())
+    }
+
     fn dedupe_hash(&mut self, h: Value<'a>) -> Value<'a> {
         let Value::Hash(start, n) = h else { return h };
         let start = start as usize;
@@ -1891,6 +2209,15 @@ impl<'a, 'o> Vm<'a, 'o> {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn out_of_fuel() -> VmError {
+    fail(
+        u32::MAX,
+        "The template ran out of fuel (instruction budget exceeded)",
+    )
+}
+
 impl VmError {
     fn with_prefix(self) -> VmError {
         self
@@ -1900,8 +2227,7 @@ impl VmError {
 /// `obj[name]` on the tape: the first entry whose key equals `name` (as simd-json's
 /// `Object::get`), comparing lengths first and short keys without a `memcmp` call.
 #[inline(always)]
-fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &str) -> Value<'a> {
-    let name = name.as_bytes();
+fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &[u8]) -> Value<'a> {
     for (k, v) in obj.iter() {
         if key_eq(k.as_bytes(), name) {
             return Value::from_tape(v);
@@ -1911,28 +2237,24 @@ fn json_get<'a>(obj: &simd_json::tape::Object<'a, 'a>, name: &str) -> Value<'a> 
 }
 
 /// Byte equality tuned for object keys (mostly under 16 bytes): lengths first, then at most
-/// two 8-byte (or 4-byte) comparisons, with no `memcmp` call.
+/// two 8-byte (or 4-byte) word comparisons, with no `memcmp` call and no panic path.
 #[inline(always)]
 fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    fn word8(s: &[u8]) -> u64 {
+        <[u8; 8]>::try_from(s).map_or(0, u64::from_le_bytes)
+    }
+    fn word4(s: &[u8]) -> u32 {
+        <[u8; 4]>::try_from(s).map_or(0, u32::from_le_bytes)
+    }
     let n = a.len();
     if n != b.len() {
         return false;
     }
     if (8..=16).contains(&n) {
-        let word = |s: &[u8], at: usize| -> u64 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&s[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+        return word8(&a[..8]) == word8(&b[..8]) && word8(&a[n - 8..]) == word8(&b[n - 8..]);
     }
     if (4..8).contains(&n) {
-        let word = |s: &[u8], at: usize| -> u32 {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&s[at..at + 4]);
-            u32::from_le_bytes(w)
-        };
-        return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+        return word4(&a[..4]) == word4(&b[..4]) && word4(&a[n - 4..]) == word4(&b[n - 4..]);
     }
     if n < 4 {
         return a.iter().zip(b).all(|(x, y)| x == y);
@@ -1996,5 +2318,27 @@ fn compress(input: &[u8], out: &mut BytesMut) {
             state = St::Init;
         }
         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::key_eq;
+
+    #[test]
+    fn key_eq_agrees_with_slice_equality_at_every_length() {
+        let base: Vec<u8> = (b'a'..=b'z').collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(key_eq(a, a), "{n}");
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 0x20;
+                assert!(!key_eq(a, &b), "{n} differing at {i}");
+            }
+            if n > 0 {
+                assert!(!key_eq(a, &base[..n - 1]), "{n} vs shorter");
+            }
+        }
     }
 }
