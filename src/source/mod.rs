@@ -55,11 +55,14 @@ pub const STASH_MESSAGES: usize = 256;
 /// messages (cohort chunks) bound memory as well as many small ones.
 pub const STASH_BYTES: usize = 8 << 20;
 
-/// How long a full stash may stop polling before its partitions are paused. Long enough that a
-/// worker which is merely busy, or descheduled on a loaded machine, never causes a pause (each
-/// pause makes librdkafka drop the partition's prefetched messages and fetch them again); short
-/// against `max.poll.interval.ms` (5 minutes by default).
-pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// How long a full stash may stop polling before its partitions are paused. A busy worker frees
+/// half its queue far sooner (128 messages take ~15 ms at 10,000/s, a descheduled one on a loaded
+/// machine a few tens of ms), so it never causes a pause (each pause makes librdkafka drop the
+/// partition's prefetched messages and fetch them again); a worker slower than that (a slow
+/// destination without overflow) gets its partitions paused so the other workers' partitions are
+/// polled again: they wait at most this long behind it. Short against `max.poll.interval.ms`
+/// (5 minutes by default).
+pub const PAUSE_AFTER: Duration = Duration::from_millis(200);
 
 /// One consumed message, owned, with the tracker of the partition assignment it came from.
 #[derive(Debug)]
@@ -610,5 +613,52 @@ impl Source {
     pub fn close(self) {
         self.consumer.unsubscribe();
         drop(self.consumer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tracker: &Arc<PartitionTracker>, offset: i64, bytes: usize) -> SourceMessage {
+        SourceMessage {
+            topic: tracker.topic().clone(),
+            partition: tracker.partition(),
+            offset,
+            timestamp_ms: None,
+            payload: Bytes::from(vec![b'x'; bytes]),
+            tracker: tracker.clone(),
+        }
+    }
+
+    #[test]
+    fn the_stash_fills_by_messages_or_bytes_of_unpaused_partitions_only() {
+        let a = Arc::new(PartitionTracker::new("events", 0));
+        let b = Arc::new(PartitionTracker::new("events", 1));
+        let mut stash = Stash::default();
+        for o in 0..STASH_MESSAGES as i64 - 1 {
+            stash.push((a.topic().clone(), 0), message(&a, o, 10));
+        }
+        assert!(!stash.is_full());
+        stash.push((b.topic().clone(), 1), message(&b, 0, 10));
+        assert!(stash.is_full(), "{} messages", stash.messages);
+        assert_eq!(stash.bytes, STASH_MESSAGES * 10);
+
+        // A paused partition's later messages (librdkafka's leftovers) do not count.
+        stash.parts.get_mut(&(a.topic().clone(), 0)).unwrap().paused = true;
+        stash.messages = 1;
+        stash.bytes = 10;
+        stash.push((a.topic().clone(), 0), message(&a, 1000, 10));
+        assert_eq!((stash.messages, stash.bytes), (1, 10));
+        assert_eq!(stash.paused(), 1);
+        assert_eq!(stash.parts[&(a.topic().clone(), 0)].queue.len(), STASH_MESSAGES);
+
+        // A few large messages fill it by bytes.
+        let mut big = Stash::default();
+        big.push((a.topic().clone(), 0), message(&a, 0, STASH_BYTES / 2));
+        assert!(!big.is_full());
+        big.push((a.topic().clone(), 0), message(&a, 1, STASH_BYTES / 2));
+        assert!(big.is_full());
+        assert_eq!(big.pause_deadline(), None, "not full before the source notes it");
     }
 }
