@@ -651,7 +651,10 @@ mod tests {
         stash.push((a.topic().clone(), 0), message(&a, 1000, 10));
         assert_eq!((stash.messages, stash.bytes), (1, 10));
         assert_eq!(stash.paused(), 1);
-        assert_eq!(stash.parts[&(a.topic().clone(), 0)].queue.len(), STASH_MESSAGES);
+        assert_eq!(
+            stash.parts[&(a.topic().clone(), 0)].queue.len(),
+            STASH_MESSAGES
+        );
 
         // A few large messages fill it by bytes.
         let mut big = Stash::default();
@@ -659,6 +662,10 @@ mod tests {
         assert!(!big.is_full());
         big.push((a.topic().clone(), 0), message(&a, 1, STASH_BYTES / 2));
         assert!(big.is_full());
-        assert_eq!(big.pause_deadline(), None, "not full before the source notes it");
+        assert_eq!(
+            big.pause_deadline(),
+            None,
+            "not full before the source notes it"
+        );
     }
 }
