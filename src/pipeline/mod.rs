@@ -13,8 +13,9 @@
 //!
 //! With the retry tiers on and `pipeline.overflow` (the default), the worker never waits for one
 //! destination: when a delivery finds its destination's permits all busy and the destination
-//! finishes no attempt for a whole `overflow_after` (it is stalled or slow, not merely busy with a
-//! backlog bigger than its concurrency, which frees a permit every few milliseconds), it is handed,
+//! finishes no attempt for two `overflow_after` windows in a row (it is stalled or slow, not merely
+//! busy with a backlog bigger than its concurrency, which frees a permit every few milliseconds;
+//! and never before its first attempt finished), it is handed,
 //! not yet attempted, to the failure path's overflow tier
 //! ([`settle::FailurePath::overflow`]: produced and acknowledged, then the offset settles), whose
 //! consumer makes attempt 1 at that destination's own pace; a slow or dead destination then costs

@@ -392,19 +392,25 @@ async fn admit_or_overflow(
     }
 }
 
-/// Waits for a permit of `destination` as long as it keeps finishing attempts: `None` once a
-/// whole `overflow_after` passed in which it finished none (a stalled or slow destination, which
-/// then overflows). A destination that is merely busy, its permits all taken because the backlog
-/// is bigger than its concurrency, frees one every few milliseconds; overflowing it would only
-/// move the backlog from Kafka to the overflow tier at extra cost. Before deciding, the worker
-/// yields once, so attempts whose responses arrived while the process was descheduled (a loaded
-/// machine) are counted first.
+/// Waits for a permit of `destination` as long as it keeps finishing attempts: `None` once two
+/// whole `overflow_after` windows in a row passed in which it finished none (a stalled or slow
+/// destination, which then overflows). A destination that is merely busy, its permits all taken
+/// because the backlog is bigger than its concurrency, frees one every few milliseconds;
+/// overflowing it would only move the backlog from Kafka to the overflow tier at extra cost (and,
+/// by the ordering rule, every later delivery with it). So:
+/// - before the destination has finished any attempt (a cold start: every connection is still
+///   being opened) it is waited for; a destination dead from the start overflows once its first
+///   attempt has failed (one attempt's timeouts later);
+/// - a window counts as idle only after the worker yielded once, so attempts whose responses
+///   arrived while the process was descheduled (a loaded machine) are counted first; two windows
+///   are needed so one descheduling of the whole process cannot look like a stalled destination.
 async fn wait_while_progressing(
     shared: &Shared,
     destination: usize,
     per: Arc<tokio::sync::Semaphore>,
 ) -> Option<OwnedSemaphorePermit> {
     let finished = &shared.finished[destination];
+    let mut idle_windows = 0;
     loop {
         let seen = finished.load(Ordering::Relaxed);
         match tokio::time::timeout(shared.overflow_after, per.clone().acquire_owned()).await {
@@ -414,7 +420,13 @@ async fn wait_while_progressing(
                 if let Ok(p) = per.clone().try_acquire_owned() {
                     return Some(p);
                 }
-                if finished.load(Ordering::Relaxed) == seen {
+                let now = finished.load(Ordering::Relaxed);
+                idle_windows = if now == seen && now > 0 {
+                    idle_windows + 1
+                } else {
+                    0
+                };
+                if idle_windows >= 2 {
                     return None;
                 }
             }
