@@ -12,21 +12,19 @@
 //! shared with other work, where wall-clock samples include time spent descheduled.
 //!
 //! Templates, filters, routing and delivery ids are hookpipe's own (`config::load_str`,
-//! `route::plan`, `pipeline::id::delivery_id`), so these benches measure the shipped code. Request
-//! building mirrors `deliver::request::Prepared::build`, which is crate-private: the destination's
-//! header block is built once and cloned per request, then the per-delivery headers are added.
+//! `route::plan`, `pipeline::id::delivery_id`, `deliver::request::Prepared::build`), so these
+//! benches measure the shipped code.
 
 use bytes::{Bytes, BytesMut};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use hookpipe::config::{Config, Destination};
+use hookpipe::deliver::request::Prepared;
 use hookpipe::deliver::{Kind, Request};
 use hookpipe::pipeline::id::delivery_id;
 use hookpipe::route::{self, Route, TopicKind};
 use hookpipe::telemetry::{DestinationMetrics, Telemetry};
 use hookpipe::template::RenderState;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
-use http::{HeaderMap, Method, Uri};
 use http_body_util::Full;
 use hyper::body::Body as _;
 use std::hint::black_box;
@@ -164,58 +162,17 @@ fn decode<M: Measurement>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-/// A destination's unchanging request parts, built once (as deliver's crate-private `Prepared`).
-struct Prepared {
-    uri: Uri,
-    base: HeaderMap,
+/// A destination's unchanging request parts, built once, exactly as its delivery client does.
+fn prepared(d: &Destination) -> Prepared {
+    let endpoint = hookpipe::pipeline::endpoint(d);
+    Prepared::new(&endpoint.url, &endpoint.headers).expect("valid destination")
 }
 
-impl Prepared {
-    fn new(d: &Destination) -> Prepared {
-        let mut base = HeaderMap::with_capacity(16);
-        base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        base.insert(
-            USER_AGENT,
-            HeaderValue::from_static("Amplitude/Webhook/1.0"),
-        );
-        for (k, v) in &d.headers {
-            let mut v = HeaderValue::from_str(v.expose()).expect("header value");
-            v.set_sensitive(true);
-            base.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
-                v,
-            );
-        }
-        Prepared {
-            uri: d.url.parse().expect("uri"),
-            base,
-        }
-    }
-
-    fn build(&self, request: &Request) -> http::Request<Full<Bytes>> {
-        let mut headers = self.base.clone();
-        headers.insert(
-            HeaderName::from_static("x-hookpipe-type"),
-            HeaderValue::from_static(request.kind.as_str()),
-        );
-        headers.insert(
-            HeaderName::from_static("x-hookpipe-delivery-id"),
-            HeaderValue::from_str(&request.id).expect("id is a header value"),
-        );
-        headers.insert(
-            HeaderName::from_static("x-hookpipe-attempt"),
-            HeaderValue::from(1u32),
-        );
-        headers.insert(
-            HeaderName::from_static("x-hookpipe-try"),
-            HeaderValue::from(1u32),
-        );
-        let mut req = http::Request::new(Full::new(request.body.clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = headers;
-        req
-    }
+/// The request of the first try of the first attempt, unsigned.
+fn build(prepared: &Prepared, request: &Request) -> http::Request<Full<Bytes>> {
+    prepared
+        .build(request, 1, 1, None, 0)
+        .expect("delivery ids are header values")
 }
 
 /// A validated config with these `[[destinations]]` (templates and filters compiled by the
@@ -284,7 +241,7 @@ event_types = ["$exposure"]
 fn request<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("request");
     let cfg = config(&one_destination(""));
-    let prepared = Prepared::new(&cfg.destinations[0]);
+    let prepared = prepared(&cfg.destinations[0]);
     let mut offset = 0i64;
     g.bench_function("delivery_id/hookpipe", |b| {
         b.iter(|| {
@@ -301,7 +258,7 @@ fn request<M: Measurement>(c: &mut Criterion<M>) {
     };
     g.bench_function("build/seed_400B", |b| {
         b.iter(|| {
-            let r = prepared.build(black_box(&request));
+            let r = build(&prepared, black_box(&request));
             assert_eq!(r.headers().len(), 8);
             r
         })
@@ -395,7 +352,7 @@ impl PathState {
             .iter()
             .map(|d| telemetry.destination(&d.name))
             .collect();
-        let prepared = cfg.destinations.iter().map(|d| Prepared::new(d)).collect();
+        let prepared = cfg.destinations.iter().map(|d| prepared(d)).collect();
         PathState {
             cfg,
             metrics,
@@ -453,7 +410,7 @@ impl PathState {
                     kind: r.kind,
                     body,
                 };
-                prepared[r.destination].build(&request)
+                build(&prepared[r.destination], &request)
             })
             .collect()
     }

@@ -12,8 +12,11 @@
 //! (`max_in_flight_per_destination`) and of the process (`max_in_flight`), held until settled.
 //!
 //! With the retry tiers on and `pipeline.overflow` (the default), the worker never waits for one
-//! destination: when a delivery finds its destination's permits all busy for `overflow_after`, it
-//! is handed, not yet attempted, to the failure path's overflow tier
+//! destination: when a delivery finds its destination's permits all busy and the destination
+//! finishes no attempt for two `overflow_after` windows in a row (it is stalled or slow, not merely
+//! busy with a backlog bigger than its concurrency, which frees a permit every few milliseconds;
+//! and never before its first attempt finished), it is handed,
+//! not yet attempted, to the failure path's overflow tier
 //! ([`settle::FailurePath::overflow`]: produced and acknowledged, then the offset settles), whose
 //! consumer makes attempt 1 at that destination's own pace; a slow or dead destination then costs
 //! the healthy ones sharing its partitions nothing but the hand-offs. While a destination has
@@ -104,6 +107,9 @@ pub(crate) struct Shared {
     /// Per destination: its last delivery overflowed for want of a permit, so the next one
     /// overflows at once if there is still none (no `overflow_after` wait).
     overflow_mode: Vec<std::sync::atomic::AtomicBool>,
+    /// Per destination: deliveries settled so far, so a saturated destination that still makes
+    /// progress is told from a stalled one (see `worker::wait_while_progressing`).
+    finished: Vec<std::sync::atomic::AtomicU64>,
     telemetry: Arc<Telemetry>,
     topic_kinds: HashMap<String, (TopicKind, TopicMetrics)>,
     shutdown: CancellationToken,
@@ -177,9 +183,9 @@ pub async fn run(
                 .zip(&clients)
                 .map(|(d, c)| (d.name.clone(), c.clone()))
                 .collect();
-            let (service, tasks) = RetryService::start(
+            let (service, tasks) = RetryService::start_sharing(
                 &base,
-                &config.topics.dead_letter,
+                dead_letters.clone(),
                 settings,
                 by_name,
                 telemetry.clone(),
@@ -252,6 +258,11 @@ pub async fn run(
             .destinations
             .iter()
             .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+        finished: config
+            .destinations
+            .iter()
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
         telemetry: telemetry.clone(),
         topic_kinds,

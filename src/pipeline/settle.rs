@@ -140,11 +140,32 @@ impl DeadLetters {
         telemetry: Arc<Telemetry>,
     ) -> Result<DeadLetters, rdkafka::error::KafkaError> {
         let producer: FutureProducer = producer_config(base).create()?;
-        Ok(DeadLetters {
+        Ok(DeadLetters::with_producer(producer, topic, telemetry))
+    }
+
+    /// A dead-letter writer to `topic` over an existing producer, so one librdkafka producer
+    /// (one set of threads and broker connections) serves the dead-letter topic and every retry
+    /// tier of the process. The producer must have [`producer_config`]'s settings.
+    pub fn with_producer(
+        producer: FutureProducer,
+        topic: &str,
+        telemetry: Arc<Telemetry>,
+    ) -> DeadLetters {
+        DeadLetters {
             producer,
             topic: topic.into(),
             telemetry,
-        })
+        }
+    }
+
+    /// The producer this writer uses. Cloning it is shallow: clones share its queue.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// The dead-letter topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// Flushes queued writes (shutdown), waiting at most `timeout`.

@@ -386,15 +386,14 @@ pub(super) async fn admit_or_overflow(
                 Ok(p) => Some(p),
                 // Still saturated since it last overflowed: no wait.
                 Err(_) if mode.load(Ordering::Relaxed) => None,
-                // Newly saturated: a healthy destination frees a permit within milliseconds;
-                // one that does not within `overflow_after` starts overflowing, and stays in
-                // that mode (no more waits) until a permit is free when a delivery arrives.
+                // Newly saturated: wait while the destination makes progress (see
+                // `wait_while_progressing`); one that finishes no attempt within
+                // `overflow_after` starts overflowing, and stays in that mode (no more waits)
+                // until a permit is free when a delivery arrives.
                 Err(_) => tokio::select! {
                     biased;
                     _ = shared.shutdown.cancelled() => return Admitted::ShuttingDown,
-                    p = tokio::time::timeout(shared.overflow_after, per.acquire_owned()) => {
-                        p.ok().and_then(Result::ok)
-                    }
+                    p = wait_while_progressing(shared, destination, per) => p,
                 },
             }
         };
@@ -425,6 +424,48 @@ pub(super) async fn admit_or_overflow(
     match admit(shared, destination).await {
         Some(permits) => Admitted::Direct(permits, request),
         None => Admitted::ShuttingDown,
+    }
+}
+
+/// Waits for a permit of `destination` as long as it keeps finishing attempts: `None` once two
+/// whole `overflow_after` windows in a row passed in which it finished none (a stalled or slow
+/// destination, which then overflows). A destination that is merely busy, its permits all taken
+/// because the backlog is bigger than its concurrency, frees one every few milliseconds;
+/// overflowing it would only move the backlog from Kafka to the overflow tier at extra cost (and,
+/// by the ordering rule, every later delivery with it). So:
+/// - before the destination has finished any attempt (a cold start: every connection is still
+///   being opened) it is waited for; a destination dead from the start overflows once its first
+///   attempt has failed (one attempt's timeouts later);
+/// - a window counts as idle only after the worker yielded once, so attempts whose responses
+///   arrived while the process was descheduled (a loaded machine) are counted first; two windows
+///   are needed so one descheduling of the whole process cannot look like a stalled destination.
+async fn wait_while_progressing(
+    shared: &Shared,
+    destination: usize,
+    per: Arc<tokio::sync::Semaphore>,
+) -> Option<OwnedSemaphorePermit> {
+    let finished = &shared.finished[destination];
+    let mut idle_windows = 0;
+    loop {
+        let seen = finished.load(Ordering::Relaxed);
+        match tokio::time::timeout(shared.overflow_after, per.clone().acquire_owned()).await {
+            Ok(p) => return p.ok(),
+            Err(_) => {
+                tokio::task::yield_now().await;
+                if let Ok(p) = per.clone().try_acquire_owned() {
+                    return Some(p);
+                }
+                let now = finished.load(Ordering::Relaxed);
+                idle_windows = if now == seen && now > 0 {
+                    idle_windows + 1
+                } else {
+                    0
+                };
+                if idle_windows >= 2 {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -526,6 +567,7 @@ impl Delivery {
             }
         }
         metrics.settled();
+        shared.finished[self.destination].fetch_add(1, Ordering::Relaxed);
         self.settlement.settle();
     }
 }

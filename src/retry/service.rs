@@ -182,11 +182,27 @@ impl RetryService {
         let producer: FutureProducer = producer_config(base)
             .create()
             .map_err(RetryStartError::Producer)?;
+        let dead_letters =
+            DeadLetters::with_producer(producer, dead_letter_topic, telemetry.clone());
+        RetryService::start_sharing(base, dead_letters, settings, clients, telemetry, shutdown)
+            .await
+    }
+
+    /// [`RetryService::start`] over the caller's dead-letter writer: its producer also writes
+    /// the retry tiers, so the process runs one producer instead of one per path.
+    pub async fn start_sharing(
+        base: &ClientConfig,
+        dead_letters: DeadLetters,
+        settings: RetrySettings,
+        clients: HashMap<String, Client>,
+        telemetry: Arc<Telemetry>,
+        shutdown: CancellationToken,
+    ) -> Result<(RetryService, RetryTasks), RetryStartError> {
         let mut parker = Parker::new(
-            producer,
+            dead_letters.producer().clone(),
             settings.schedule.clone(),
             &settings.tier_prefix,
-            dead_letter_topic,
+            dead_letters.topic(),
         );
         let topics: Vec<String> = parker
             .tier_topics()
@@ -223,8 +239,6 @@ impl RetryService {
                 );
             }
         }
-        let dead_letters = DeadLetters::new(base, dead_letter_topic, telemetry.clone())
-            .map_err(RetryStartError::Producer)?;
         let backlog = Arc::new(OverflowBacklog::new(clients.keys()));
         let clients = Arc::new(clients);
         let mut tasks = JoinSet::new();

@@ -6,14 +6,15 @@
 //!   An offset is committed only when it and every earlier offset are settled.
 //! - Sharding: partition → worker by a stable hash, over bounded per-worker queues (no global
 //!   lock). One partition always goes to the same worker, so first attempts keep partition order.
-//! - Backpressure: when a worker's queue is full, the source first waits up to
-//!   [`HANDOFF_WAIT`] for room (a busy worker frees a slot within microseconds). Only a worker
-//!   that stays full gets the partition paused (Kafka is the buffer); the few messages
-//!   librdkafka had already handed over wait in a per-partition stash, and the partition resumes
-//!   once the worker has drained half its queue and the stash is through. Pausing is kept rare
-//!   because librdkafka throws away a paused partition's prefetched messages and fetches and
-//!   decompresses them again on resume. Polling never stops for longer than [`HANDOFF_WAIT`], so
-//!   the consumer never overruns `max.poll.interval.ms`.
+//! - Backpressure: when a worker's queue is full, the message waits in its partition's stash
+//!   (later messages of that partition queue behind it, so order holds) and polling goes on for
+//!   the other partitions. Once the stash holds [`STASH_MESSAGES`] messages or [`STASH_BYTES`]
+//!   bytes, the source stops polling until a worker frees room: librdkafka keeps its own bounded
+//!   prefetch (`queued.max.messages.kbytes`) meanwhile, so a backlog drain never pauses a
+//!   partition and never throws prefetched, decompressed messages away. Only a stash that stays
+//!   full for [`PAUSE_AFTER`] (a worker stuck behind a slow destination) gets its partitions
+//!   paused (Kafka is the buffer), so polling resumes for the others and the consumer never
+//!   overruns `max.poll.interval.ms`; a paused partition resumes once its stash is through.
 //! - End of partition: with every statistics report (`statistics.interval.ms`, 5 s by default)
 //!   the source records each assigned, actively fetched partition's end offset (librdkafka's
 //!   high watermark, refreshed by every fetch response) in its tracker, so cohort membership
@@ -48,14 +49,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often paused partitions check whether their worker has room for their stash (the source
-/// also wakes as soon as the worker of one stashed partition has drained half its queue).
+/// How often stashed messages retry their worker's queue (the source also wakes as soon as the
+/// worker of the first stashed partition has drained half its queue).
 const STASH_RETRY: Duration = Duration::from_millis(10);
 
-/// How long the source waits for room in a full worker queue before pausing the partition.
-/// Short, because polling stops meanwhile; long enough that a worker which is merely busy (not
-/// stuck behind a slow destination) takes the message without a pause.
-const HANDOFF_WAIT: Duration = Duration::from_millis(2);
+/// Stashed messages (all partitions) at which the source stops polling until a worker has room.
+pub const STASH_MESSAGES: usize = 256;
+
+/// Stashed payload bytes (all partitions) at which the source stops polling, so a few large
+/// messages (cohort chunks) bound memory as well as many small ones.
+pub const STASH_BYTES: usize = 8 << 20;
+
+/// How long a full stash may stop polling before its partitions are paused. A busy worker frees
+/// half its queue far sooner (128 messages take ~15 ms at 10,000/s, a descheduled one on a loaded
+/// machine a few tens of ms), so it never causes a pause (each pause makes librdkafka drop the
+/// partition's prefetched messages and fetch them again); a worker slower than that (a slow
+/// destination without overflow) gets its partitions paused so the other workers' partitions are
+/// polled again: they wait at most this long behind it. Short against `max.poll.interval.ms`
+/// (5 minutes by default).
+pub const PAUSE_AFTER: Duration = Duration::from_millis(200);
 
 /// One consumed message, owned, with the tracker of the partition assignment it came from.
 #[derive(Debug)]
@@ -104,8 +116,9 @@ pub fn client_config(kafka: &config::Kafka) -> ClientConfig {
 /// (topic, partition).
 type PartitionKey = (Arc<str>, i32);
 
-/// Trackers of the assigned partitions.
-type TrackerMap = HashMap<PartitionKey, Arc<PartitionTracker>>;
+/// Trackers of the assigned partitions, by topic then partition (so a lookup by `&str` allocates
+/// nothing).
+type TrackerMap = HashMap<Arc<str>, HashMap<i32, Arc<PartitionTracker>>>;
 
 /// The partitions currently assigned to this process, with their trackers.
 #[derive(Debug, Default)]
@@ -119,11 +132,14 @@ impl Assigned {
     }
 
     fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionTracker>> {
-        self.lock().get(&(Arc::from(topic), partition)).cloned()
+        self.lock().get(topic)?.get(&partition).cloned()
     }
 
     fn all(&self) -> Vec<Arc<PartitionTracker>> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
     }
 }
 
@@ -204,9 +220,8 @@ impl ConsumerContext for Context {
             Rebalance::Assign(tpl) => {
                 let mut map = self.assigned.lock();
                 for e in tpl.elements() {
-                    let key = (Arc::from(e.topic()), e.partition());
-                    map.insert(
-                        key,
+                    map.entry(Arc::from(e.topic())).or_default().insert(
+                        e.partition(),
                         Arc::new(PartitionTracker::new(e.topic(), e.partition())),
                     );
                 }
@@ -218,7 +233,10 @@ impl ConsumerContext for Context {
                 let mut revoked = Vec::new();
                 let mut map = self.assigned.lock();
                 for e in tpl.elements() {
-                    if let Some(t) = map.remove(&(Arc::from(e.topic()), e.partition())) {
+                    let removed = map
+                        .get_mut(e.topic())
+                        .and_then(|m| m.remove(&e.partition()));
+                    if let Some(t) = removed {
                         t.revoke();
                         revoked.push(t);
                     }
@@ -266,18 +284,71 @@ fn has_room(shard: &mpsc::Sender<SourceMessage>) -> bool {
     shard.is_closed() || shard.capacity() >= shard.max_capacity().div_ceil(2)
 }
 
+/// The messages of one partition waiting for room in its worker's queue, in offset order.
+#[derive(Debug, Default)]
+struct Stashed {
+    queue: VecDeque<SourceMessage>,
+    /// The partition is paused in librdkafka (resumed once the queue is through).
+    paused: bool,
+}
+
+/// Every partition's stash, with totals that decide when polling stops.
+#[derive(Debug, Default)]
+struct Stash {
+    parts: HashMap<PartitionKey, Stashed>,
+    messages: usize,
+    bytes: usize,
+    /// Since when the stash has been full (polling stopped), if it is.
+    full_since: Option<tokio::time::Instant>,
+}
+
+impl Stash {
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.messages >= STASH_MESSAGES || self.bytes >= STASH_BYTES
+    }
+
+    fn push(&mut self, key: PartitionKey, msg: SourceMessage) {
+        let stashed = self.parts.entry(key).or_default();
+        // A paused partition's messages (the few librdkafka had already queued) do not count:
+        // nothing more of it comes until it resumes.
+        if !stashed.paused {
+            self.messages += 1;
+            self.bytes += msg.payload.len();
+        }
+        stashed.queue.push_back(msg);
+    }
+
+    fn paused(&self) -> usize {
+        self.parts.values().filter(|s| s.paused).count()
+    }
+
+    /// When the full stash will have stopped polling for [`PAUSE_AFTER`], if it is full.
+    fn pause_deadline(&self) -> Option<tokio::time::Instant> {
+        self.full_since.map(|t| t + PAUSE_AFTER)
+    }
+}
+
 /// Resolves once the worker of one stashed partition has half its queue free (at once if that
 /// worker is gone). The permits are given back at once: only the source sends, so the room
 /// stays there for [`Source::flush`].
-async fn room(
-    stash: &HashMap<PartitionKey, VecDeque<SourceMessage>>,
-    shards: &[mpsc::Sender<SourceMessage>],
-) {
-    let Some(m) = stash.values().find_map(|q| q.front()) else {
+async fn room(stash: &Stash, shards: &[mpsc::Sender<SourceMessage>]) {
+    let Some(m) = stash.parts.values().find_map(|s| s.queue.front()) else {
         return;
     };
     let shard = &shards[m.tracker.shard(shards.len())];
     let _ = shard.reserve_many(shard.max_capacity().div_ceil(2)).await;
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The consumer and its assignment. Create with [`Source::new`], feed workers with
@@ -352,22 +423,25 @@ impl Source {
     }
 
     /// Consumes until `shutdown` is cancelled, handing each message to
-    /// `shards[tracker.shard(shards.len())]`, pausing partitions whose worker is full, and
-    /// committing settled watermarks every `commit_interval`.
+    /// `shards[tracker.shard(shards.len())]`, stashing (and after [`PAUSE_AFTER`] pausing)
+    /// partitions whose worker is full, and committing settled watermarks every
+    /// `commit_interval`.
     pub async fn run(&self, shards: &[mpsc::Sender<SourceMessage>], shutdown: &CancellationToken) {
-        let mut stash: HashMap<PartitionKey, VecDeque<SourceMessage>> = HashMap::new();
+        let mut stash = Stash::default();
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stash_tick = tokio::time::interval(STASH_RETRY);
         stash_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let full = stash.is_full();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = commit_tick.tick() => self.commit_settled(CommitMode::Async),
                 _ = stash_tick.tick(), if !stash.is_empty() => self.flush(&mut stash, shards),
                 _ = room(&stash, shards), if !stash.is_empty() => self.flush(&mut stash, shards),
-                received = self.consumer.recv() => {
+                _ = sleep_until(stash.pause_deadline()), if full => self.pause_stashed(&mut stash, shards),
+                received = self.consumer.recv(), if !full => {
                     let m = match received {
                         Ok(m) => m,
                         Err(e) => {
@@ -392,8 +466,13 @@ impl Source {
                         tracker,
                     };
                     drop(m);
-                    self.dispatch(msg, &mut stash, shards, shutdown).await;
+                    self.dispatch(msg, &mut stash, shards);
                 }
+            }
+            match (stash.is_full(), stash.full_since) {
+                (true, None) => stash.full_since = Some(tokio::time::Instant::now()),
+                (false, Some(_)) => stash.full_since = None,
+                _ => {}
             }
         }
         info!(
@@ -403,55 +482,81 @@ impl Source {
         );
     }
 
-    async fn dispatch(
+    /// Hands `msg` to its worker, or stashes it behind its partition's earlier stashed messages
+    /// (or when the worker's queue is full). Never waits.
+    fn dispatch(
         &self,
         msg: SourceMessage,
-        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
+        stash: &mut Stash,
         shards: &[mpsc::Sender<SourceMessage>],
-        shutdown: &CancellationToken,
     ) {
         let key = (msg.topic.clone(), msg.partition);
-        if let Some(queue) = stash.get_mut(&key) {
-            // Paused: keep partition order behind the stash.
-            queue.push_back(msg);
+        if stash.parts.contains_key(&key) {
+            // Keep partition order behind the stash.
+            stash.push(key, msg);
             return;
         }
         let shard = msg.tracker.shard(shards.len());
-        let msg = match shards[shard].try_send(msg) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(msg)) => msg,
-            // Workers are gone: shutting down.
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        };
-        let sent = tokio::select! {
-            biased;
-            // Not registered, so never committed: read again after the restart.
-            _ = shutdown.cancelled() => return,
-            sent = shards[shard].send_timeout(msg, HANDOFF_WAIT) => sent,
-        };
-        match sent {
+        match shards[shard].try_send(msg) {
             Ok(()) => {}
-            Err(mpsc::error::SendTimeoutError::Timeout(msg)) => {
-                self.pause(&msg.topic, msg.partition, true);
-                stash.entry(key).or_default().push_back(msg);
-                self.telemetry.paused_partitions(stash.len());
-            }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => stash.push(key, msg),
+            // Workers are gone: shutting down. Not registered, so never committed: read again
+            // after the restart.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    fn flush(
-        &self,
-        stash: &mut HashMap<PartitionKey, VecDeque<SourceMessage>>,
-        shards: &[mpsc::Sender<SourceMessage>],
-    ) {
-        stash.retain(|(topic, partition), queue| {
-            // Revoked while paused: whoever owns it now reads from the committed offset. Only
+    /// The stash stopped polling for [`PAUSE_AFTER`]: pauses every stashed partition whose
+    /// worker is still full, so polling goes on for the others (and keeps the consumer in its
+    /// group). Their messages wait in the stash; each resumes once its stash is through.
+    fn pause_stashed(&self, stash: &mut Stash, shards: &[mpsc::Sender<SourceMessage>]) {
+        self.flush(stash, shards);
+        let mut released = 0;
+        for ((topic, partition), s) in stash.parts.iter_mut() {
+            if s.paused {
+                continue;
+            }
+            s.paused = true;
+            self.pause(topic, *partition, true);
+            released += s.queue.len();
+        }
+        // Paused partitions send nothing more, so what they hold no longer stops polling.
+        stash.messages = stash.messages.saturating_sub(released);
+        stash.bytes = stash
+            .parts
+            .values()
+            .filter(|s| !s.paused)
+            .flat_map(|s| s.queue.iter())
+            .map(|m| m.payload.len())
+            .sum();
+        stash.full_since = None;
+        self.telemetry.paused_partitions(stash.paused());
+    }
+
+    fn flush(&self, stash: &mut Stash, shards: &[mpsc::Sender<SourceMessage>]) {
+        let (mut sent_messages, mut sent_bytes) = (0usize, 0usize);
+        stash.parts.retain(|(topic, partition), stashed| {
+            let paused = stashed.paused;
+            let queue = &mut stashed.queue;
+            let count = |m: &SourceMessage, messages: &mut usize, bytes: &mut usize| {
+                // Paused partitions' messages were taken off the totals when they paused.
+                if !paused {
+                    *messages += 1;
+                    *bytes += m.payload.len();
+                }
+            };
+            // Revoked meanwhile: whoever owns it now reads from the committed offset. Only
             // those go: a re-assignment's messages may already queue behind them, and dropping
             // one of those unregistered would let the watermark skip it.
-            queue.retain(|m| !m.tracker.is_revoked());
+            queue.retain(|m| {
+                let keep = !m.tracker.is_revoked();
+                if !keep {
+                    count(m, &mut sent_messages, &mut sent_bytes);
+                }
+                keep
+            });
             // Hysteresis: hand over only once the worker has drained half its queue, so a slow
-            // worker costs one pause per half queue, not one per message.
+            // worker costs one wake-up per half queue, not one per message.
             if let Some(m) = queue.front() {
                 if !has_room(&shards[m.tracker.shard(shards.len())]) {
                     return true;
@@ -459,8 +564,14 @@ impl Source {
             }
             while let Some(msg) = queue.pop_front() {
                 let shard = msg.tracker.shard(shards.len());
+                let (messages, bytes) = (1, msg.payload.len());
                 match shards[shard].try_send(msg) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if !paused {
+                            sent_messages += messages;
+                            sent_bytes += bytes;
+                        }
+                    }
                     Err(mpsc::error::TrySendError::Full(msg)) => {
                         queue.push_front(msg);
                         return true;
@@ -468,10 +579,17 @@ impl Source {
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
             }
-            self.pause(topic, *partition, false);
+            if paused {
+                self.pause(topic, *partition, false);
+            }
             false
         });
-        self.telemetry.paused_partitions(stash.len());
+        stash.messages = stash.messages.saturating_sub(sent_messages);
+        stash.bytes = stash.bytes.saturating_sub(sent_bytes);
+        if stash.is_empty() {
+            (stash.messages, stash.bytes) = (0, 0);
+        }
+        self.telemetry.paused_partitions(stash.paused());
     }
 
     fn pause(&self, topic: &str, partition: i32, pause: bool) {
@@ -512,5 +630,59 @@ impl Source {
     pub fn close(self) {
         self.consumer.unsubscribe();
         drop(self.consumer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tracker: &Arc<PartitionTracker>, offset: i64, bytes: usize) -> SourceMessage {
+        SourceMessage {
+            topic: tracker.topic().clone(),
+            partition: tracker.partition(),
+            offset,
+            timestamp_ms: None,
+            payload: Bytes::from(vec![b'x'; bytes]),
+            tracker: tracker.clone(),
+        }
+    }
+
+    #[test]
+    fn the_stash_fills_by_messages_or_bytes_of_unpaused_partitions_only() {
+        let a = Arc::new(PartitionTracker::new("events", 0));
+        let b = Arc::new(PartitionTracker::new("events", 1));
+        let mut stash = Stash::default();
+        for o in 0..STASH_MESSAGES as i64 - 1 {
+            stash.push((a.topic().clone(), 0), message(&a, o, 10));
+        }
+        assert!(!stash.is_full());
+        stash.push((b.topic().clone(), 1), message(&b, 0, 10));
+        assert!(stash.is_full(), "{} messages", stash.messages);
+        assert_eq!(stash.bytes, STASH_MESSAGES * 10);
+
+        // A paused partition's later messages (librdkafka's leftovers) do not count.
+        stash.parts.get_mut(&(a.topic().clone(), 0)).unwrap().paused = true;
+        stash.messages = 1;
+        stash.bytes = 10;
+        stash.push((a.topic().clone(), 0), message(&a, 1000, 10));
+        assert_eq!((stash.messages, stash.bytes), (1, 10));
+        assert_eq!(stash.paused(), 1);
+        assert_eq!(
+            stash.parts[&(a.topic().clone(), 0)].queue.len(),
+            STASH_MESSAGES
+        );
+
+        // A few large messages fill it by bytes.
+        let mut big = Stash::default();
+        big.push((a.topic().clone(), 0), message(&a, 0, STASH_BYTES / 2));
+        assert!(!big.is_full());
+        big.push((a.topic().clone(), 0), message(&a, 1, STASH_BYTES / 2));
+        assert!(big.is_full());
+        assert_eq!(
+            big.pause_deadline(),
+            None,
+            "not full before the source notes it"
+        );
     }
 }

@@ -347,19 +347,30 @@ impl Pipeline {
 
 /// Waits until every path has its expected unique count, sampling the pipeline. Returns the
 /// instant the last one arrived, or an error when progress stops.
+/// Waits until the sink has every expected delivery. `first` receives the pipeline's CPU
+/// seconds and the deliveries seen at the first sample that saw any delivery, so the caller can
+/// tell start-up CPU (connecting, joining groups, creating topics) from CPU per delivery.
 async fn wait_for(
     sink: &Sink,
     expected: &HashMap<String, u64>,
     pipeline: &mut Pipeline,
     stall: Duration,
+    first: &mut Option<(f64, u64)>,
 ) -> Result<(), String> {
     let want: u64 = expected.values().sum();
+    let ticks = procstat::clock_ticks();
     let mut last = 0;
     let mut last_change = Instant::now();
     loop {
         pipeline.stats.sample();
         pipeline.observe();
         let by_path = sink.unique_by_path();
+        if first.is_none() {
+            let got: u64 = by_path.values().sum();
+            if got > 0 {
+                *first = Some((pipeline.stats.cpu_seconds(ticks), got));
+            }
+        }
         let done = expected
             .iter()
             .all(|(p, n)| by_path.get(p).copied().unwrap_or(0) >= *n);
@@ -569,11 +580,13 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
         None => expected_counts(&sc.destinations, 0, events),
     };
     let total_expected: u64 = expected.values().sum();
+    let mut first_sample = None;
     let drained = wait_for(
         &sink,
         &expected,
         &mut pipeline,
         Duration::from_secs(args.stall_timeout),
+        &mut first_sample,
     )
     .await;
     let drain_wall = started.elapsed().as_secs_f64();
@@ -629,6 +642,7 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             &latency_expected,
             &mut pipeline,
             Duration::from_secs(args.stall_timeout),
+            &mut Some((0.0, 0)),
         )
         .await;
         pipeline.stats.sample();
@@ -726,6 +740,12 @@ pub async fn run(args: RunArgs) -> Result<serde_json::Value, RunError> {
             "events_per_s": events_rate,
             "pipeline_cpu_s": drain_cpu,
             "cpu_s_per_million_deliveries": drain_cpu / delivered_during_drain.max(1) as f64 * 1e6,
+            // Start-up excluded: CPU from the first sample that saw a delivery to the end,
+            // over the deliveries made in between.
+            "startup_cpu_s": first_sample.map(|(c, _)| c),
+            "cpu_s_per_million_deliveries_after_first": first_sample.map(|(c, n)| {
+                (drain_cpu - c) / delivered_during_drain.saturating_sub(n).max(1) as f64 * 1e6
+            }),
         },
         "peak_rss_mib": rss,
         "pipeline_gauges_max": pipeline.gauges_max,
@@ -803,6 +823,13 @@ fn print_summary(s: &serde_json::Value) {
         f(&d["cpu_s_per_million_deliveries"]),
         f(&d["cpu_s_per_million_deliveries"])
     );
+    if !d["cpu_s_per_million_deliveries_after_first"].is_null() {
+        println!(
+            "                {:.2} s of it before the first delivery (start-up); after it {:.2} us/delivery",
+            f(&d["startup_cpu_s"]),
+            f(&d["cpu_s_per_million_deliveries_after_first"])
+        );
+    }
     println!("peak RSS (MiB)  {}", s["peak_rss_mib"]);
     if s["pipeline_gauges_max"]
         .as_object()
