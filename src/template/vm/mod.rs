@@ -162,14 +162,14 @@ impl<'a, 'o> Vm<'a, 'o> {
             fuel: limits.fuel,
             depth: 0,
             input: Value::from_tape(input),
-            input_cache: state.take_values(),
+            input_cache: state::retype(std::mem::take(&mut state.input_cache)),
             input_filled: 0,
-            stack: state.take_values(),
-            locals: state.take_values(),
-            globals: state.take_values(),
-            loops: state.take_loops(),
-            seqs: state.take_values(),
-            hashes: state.take_pairs(),
+            stack: state::retype(std::mem::take(&mut state.stack)),
+            locals: state::retype(std::mem::take(&mut state.locals)),
+            globals: state::retype(std::mem::take(&mut state.globals)),
+            loops: state::retype(std::mem::take(&mut state.loops)),
+            seqs: state::retype(std::mem::take(&mut state.seqs)),
+            hashes: state::retype(std::mem::take(&mut state.hashes)),
             marks: std::mem::take(&mut state.marks),
             arena: std::mem::take(&mut state.arena),
             scratch: std::mem::take(&mut state.scratch),
@@ -271,13 +271,13 @@ impl<'a, 'o> Vm<'a, 'o> {
     /// Gives the buffers back to `state` for the next render.
     pub fn finish(&mut self, state: &mut RenderState) {
         use std::mem::take;
-        state.put_values(take(&mut self.input_cache));
-        state.put_values(take(&mut self.stack));
-        state.put_values(take(&mut self.locals));
-        state.put_values(take(&mut self.globals));
-        state.put_values(take(&mut self.seqs));
-        state.put_pairs(take(&mut self.hashes));
-        state.put_loops(take(&mut self.loops));
+        state.input_cache = state::retype(take(&mut self.input_cache));
+        state.stack = state::retype(take(&mut self.stack));
+        state.locals = state::retype(take(&mut self.locals));
+        state.globals = state::retype(take(&mut self.globals));
+        state.seqs = state::retype(take(&mut self.seqs));
+        state.hashes = state::retype(take(&mut self.hashes));
+        state.loops = state::retype(take(&mut self.loops));
         state.marks = take(&mut self.marks);
         state.arena = take(&mut self.arena);
         state.scratch = take(&mut self.scratch);

@@ -8,11 +8,18 @@ use super::value::Value;
 use super::LoopState;
 
 /// Reusable render buffers. Keep one per worker thread and pass it to every render.
+///
+/// Each VM buffer has its own field (no pool to pop from and push back to), so lending them to
+/// a render and taking them back is a few moves per buffer.
 #[derive(Default)]
 pub struct RenderState {
-    values: Vec<Vec<Value<'static>>>,
-    pairs: Vec<Vec<(Value<'static>, Value<'static>)>>,
-    loops: Option<Vec<LoopState<'static>>>,
+    pub(crate) input_cache: Vec<Value<'static>>,
+    pub(crate) stack: Vec<Value<'static>>,
+    pub(crate) locals: Vec<Value<'static>>,
+    pub(crate) globals: Vec<Value<'static>>,
+    pub(crate) seqs: Vec<Value<'static>>,
+    pub(crate) hashes: Vec<(Value<'static>, Value<'static>)>,
+    pub(crate) loops: Vec<LoopState<'static>>,
     pub(crate) marks: Vec<usize>,
     pub(crate) arena: String,
     pub(crate) scratch: BytesMut,
@@ -21,7 +28,7 @@ pub struct RenderState {
 impl std::fmt::Debug for RenderState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RenderState")
-            .field("spare_vectors", &self.values.len())
+            .field("stack_capacity", &self.stack.capacity())
             .field("arena_capacity", &self.arena.capacity())
             .finish()
     }
@@ -30,7 +37,7 @@ impl std::fmt::Debug for RenderState {
 /// Re-types an emptied vector so its allocation can be kept across renders whose values borrow
 /// different inputs. `Value<'a>` has the same layout for every `'a`, so the standard library
 /// reuses the allocation in place (no unsafe code: the iterator is empty).
-fn retype<T, U>(mut v: Vec<T>) -> Vec<U> {
+pub(crate) fn retype<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
     v.into_iter().map(|_| unreachable_item()).collect()
 }
@@ -43,29 +50,5 @@ impl RenderState {
     /// A fresh state (buffers grow on first use).
     pub fn new() -> RenderState {
         RenderState::default()
-    }
-
-    pub(crate) fn take_values<'a>(&mut self) -> Vec<Value<'a>> {
-        self.values.pop().map(retype).unwrap_or_default()
-    }
-
-    pub(crate) fn put_values(&mut self, v: Vec<Value<'_>>) {
-        self.values.push(retype(v));
-    }
-
-    pub(crate) fn take_pairs<'a>(&mut self) -> Vec<(Value<'a>, Value<'a>)> {
-        self.pairs.pop().map(retype).unwrap_or_default()
-    }
-
-    pub(crate) fn put_pairs(&mut self, v: Vec<(Value<'_>, Value<'_>)>) {
-        self.pairs.push(retype(v));
-    }
-
-    pub(crate) fn take_loops<'a>(&mut self) -> Vec<LoopState<'a>> {
-        self.loops.take().map(retype).unwrap_or_default()
-    }
-
-    pub(crate) fn put_loops(&mut self, v: Vec<LoopState<'_>>) {
-        self.loops = Some(retype(v));
     }
 }
