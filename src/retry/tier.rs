@@ -365,10 +365,20 @@ impl Tier {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 Assignment::Assigned(parts) => {
+                    // A fresh assignment starts unpaused, from the committed offset. librdkafka
+                    // keeps a partition's pause flag across a revoke and re-assignment (a tier
+                    // joining the group rebalances it at start), so a partition paused for a
+                    // head not yet due would otherwise stay paused with no timer to resume it.
+                    let mut resume = TopicPartitionList::new();
                     for p in parts {
-                        // A fresh assignment starts unpaused, from the committed offset.
                         self.drop_partition(p);
                         self.parts.insert(p, Partition::default());
+                        resume.add_partition(&self.topic, p);
+                    }
+                    if resume.count() > 0 {
+                        if let Err(e) = self.consumer.resume(&resume) {
+                            tracing::warn!(topic = %self.topic, error = %e, "retry tier: resume on assignment");
+                        }
                     }
                 }
                 Assignment::Revoked(parts) => {
