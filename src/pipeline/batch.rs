@@ -181,11 +181,7 @@ impl<T> Assembler<T> {
             } else {
                 None
             };
-            if let Some(reason) = reason {
-                if let Some(c) = self.close(&key, reason) {
-                    closed.push(c);
-                }
-            }
+            self.close_into(&key, reason, closed);
         }
         let open = self.open.entry(key.clone()).or_insert_with(|| Open {
             tracker: tracker.clone(),
@@ -202,10 +198,13 @@ impl<T> Assembler<T> {
         } else {
             None
         };
-        if let Some(reason) = reason {
-            if let Some(c) = self.close(&key, reason) {
-                closed.push(c);
-            }
+        self.close_into(&key, reason, closed);
+    }
+
+    /// Closes `key`'s open batch into `closed` when there is a `reason` to.
+    fn close_into(&mut self, key: &Key, reason: Option<Reason>, closed: &mut Vec<Closed<T>>) {
+        if let Some(c) = reason.and_then(|r| self.close(key, r)) {
+            closed.push(c);
         }
     }
 
